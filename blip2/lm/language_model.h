@@ -1,0 +1,64 @@
+// The frozen LLM behind one narrow interface: a teacher-forced forward (for
+// parity and training) and incremental decoding with a KV cache (for
+// generation). OPT (decoder-only) and T5 (encoder-decoder) implement it.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <vector>
+
+#include "blip2/config/config.h"
+
+namespace blip2 {
+
+struct LMOutput {
+  torch::Tensor logits;  // (B, T, V): decoder-only over the inputs, enc-dec over decoder_input_ids
+  // Decoder-only: input to the first layer, then each layer's output; the
+  // last entry is after the final norm (HF's convention).
+  std::vector<torch::Tensor> hidden_states;
+  // Encoder-decoder: the same for the encoder and the decoder stacks.
+  std::vector<torch::Tensor> encoder_hidden_states;
+  std::vector<torch::Tensor> decoder_hidden_states;
+  torch::Tensor encoder_last_hidden_state;
+};
+
+// Per-sequence decoding state (KV caches, masks); one row per sequence.
+class DecodeState {
+ public:
+  virtual ~DecodeState() = default;
+};
+
+class LanguageModel : public torch::nn::Module {
+ public:
+  virtual bool is_encoder_decoder() const = 0;
+  virtual int64_t hidden_size() const = 0;  // width of inputs_embeds
+  virtual int64_t vocab_size() const = 0;
+
+  // (B, T) token ids -> (B, T, hidden_size) input embeddings.
+  virtual torch::Tensor embed_tokens(const torch::Tensor& ids) = 0;
+
+  // Teacher-forced forward. inputs_embeds (B, S, D) with keep-mask (B, S)
+  // (decoder-only: the whole sequence; enc-dec: the encoder input).
+  // decoder_input_ids (B, Td) for enc-dec, ignored otherwise.
+  virtual LMOutput forward(const torch::Tensor& inputs_embeds, const torch::Tensor& attention_mask,
+                           const torch::Tensor& decoder_input_ids, bool output_hidden_states) = 0;
+
+  // Starts decoding after a prompt. Decoder-only: runs the prompt; enc-dec:
+  // runs the encoder and the decoder start token. Writes the logits for the
+  // first generated token (N, V) to *next_logits.
+  virtual std::unique_ptr<DecodeState> start(const torch::Tensor& inputs_embeds,
+                                             const torch::Tensor& attention_mask,
+                                             torch::Tensor* next_logits) = 0;
+  // Feeds one token per row (N), returns logits (N, V) for the next one.
+  virtual torch::Tensor step(DecodeState& state, const torch::Tensor& tokens) = 0;
+  // Keeps rows `index` (N') of the state, in that order (beam reordering).
+  virtual void select(DecodeState& state, const torch::Tensor& index) = 0;
+  // Token ids that start the returned sequences for enc-dec (decoder start), empty otherwise.
+  virtual std::vector<int64_t> decoder_prefix() const = 0;
+};
+
+// Builds the language model named by text.model_type.
+std::shared_ptr<LanguageModel> make_language_model(const TextConfig& text);
+
+}  // namespace blip2

@@ -1,0 +1,325 @@
+#include "blip2/model/blip2_model.h"
+
+#include <chrono>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "blip2/io/tensor_store.h"
+#include "blip2/nn/ops.h"
+#include "blip2/util/error.h"
+
+namespace blip2 {
+
+namespace F = torch::nn::functional;
+
+Blip2Parts Blip2Parts::from_config(const Blip2Config& c) {
+  Blip2Parts p;
+  for (const auto& a : c.architectures) {
+    if (a == "Blip2ForImageTextRetrieval") {
+      p.language = false;
+      p.retrieval = true;
+    }
+  }
+  return p;
+}
+
+Blip2ModelImpl::Blip2ModelImpl(const Blip2Config& config, Blip2Parts parts) : config_(config), parts_(parts) {
+  config_.validate("Blip2Model config");
+  if (parts.retrieval && !config_.qformer.use_qformer_text_input) config_.qformer.use_qformer_text_input = true;
+  const auto& q = config_.qformer;
+  vision_model = register_module("vision_model", VisionEncoder(config_.vision));
+  query_tokens = register_parameter("query_tokens", torch::zeros({1, config_.num_query_tokens, q.hidden_size}));
+  qformer = register_module("qformer", QFormer(q));
+  if (parts.language) {
+    language_projection =
+        register_module("language_projection", torch::nn::Linear(q.hidden_size, config_.text.hidden_size()));
+    language_model = register_module("language_model", make_language_model(config_.text));
+  }
+  if (parts.retrieval) {
+    embeddings = register_module("embeddings", QFormerTextEmbeddings(q));
+    vision_projection =
+        register_module("vision_projection", torch::nn::Linear(q.hidden_size, config_.image_text_hidden_size));
+    text_projection =
+        register_module("text_projection", torch::nn::Linear(q.hidden_size, config_.image_text_hidden_size));
+    itm_head = register_module("itm_head", torch::nn::Linear(q.hidden_size, 2));
+  }
+}
+
+void Blip2ModelImpl::require_language(const char* what) const {
+  if (!parts_.language)
+    throw InputError(std::string(what) +
+                     " needs a language model, but this checkpoint is a retrieval model "
+                     "(Blip2ForImageTextRetrieval); use an OPT or T5 BLIP-2 checkpoint");
+}
+
+void Blip2ModelImpl::require_retrieval(const char* what) const {
+  if (!parts_.retrieval)
+    throw InputError(std::string(what) +
+                     " needs the retrieval heads (itm_head, vision/text projections), which this checkpoint "
+                     "lacks; use a Blip2ForImageTextRetrieval checkpoint");
+}
+
+VisionOutput Blip2ModelImpl::encode_image(const torch::Tensor& pixel_values, bool output_hidden_states) {
+  return vision_model->forward(pixel_values, output_hidden_states,
+                               pixel_values.dim() == 4 && pixel_values.size(2) != config_.vision.image_size);
+}
+
+QFormerOutput Blip2ModelImpl::query_image(const torch::Tensor& image_embeds, bool output_hidden_states) {
+  const auto B = image_embeds.size(0);
+  auto queries = query_tokens.expand({B, -1, -1});  // (B, Q, D)
+  return qformer->forward(queries, config_.num_query_tokens, {}, image_embeds, {}, output_hidden_states);
+}
+
+std::pair<torch::Tensor, torch::Tensor> Blip2ModelImpl::lm_inputs(const torch::Tensor& projected,
+                                                                   const torch::Tensor& input_ids,
+                                                                   const torch::Tensor& attention_mask) {
+  require_language("building language-model inputs");
+  const auto B = projected.size(0), Q = projected.size(1);
+  auto lo = torch::TensorOptions().dtype(torch::kLong).device(projected.device());
+  if (!input_ids.defined() || input_ids.size(1) == 0) {
+    return {projected, torch::ones({B, Q}, lo)};
+  }
+  nn::check_shape(input_ids, {B, -1}, "Blip2Model", "input_ids", "one prompt row per image");
+  auto mask = attention_mask.defined() ? attention_mask.to(torch::kLong) : torch::ones_like(input_ids);
+  nn::check_shape(mask, {B, input_ids.size(1)}, "Blip2Model", "attention_mask", "same shape as input_ids");
+  auto tok = language_model->embed_tokens(input_ids).to(projected.scalar_type());
+  if (config_.image_token_index) {
+    auto special = input_ids == *config_.image_token_index;  // (B, T)
+    auto counts = special.sum(1);
+    const auto total = counts.sum().item<int64_t>();
+    if (total > 0) {
+      if (!(counts == Q).all().item<bool>())
+        throw InputError("[Blip2Model] each prompt must hold exactly num_query_tokens=" + std::to_string(Q) +
+                         " image tokens (id " + std::to_string(*config_.image_token_index) + ") or none, got " +
+                         std::to_string(total) + " in " + std::to_string(B) + " rows");
+      auto embeds = tok.masked_scatter(special.unsqueeze(-1).expand_as(tok), projected);
+      return {embeds, mask};
+    }
+  }
+  return {torch::cat({projected, tok}, 1), torch::cat({torch::ones({B, Q}, lo), mask}, 1)};
+}
+
+Blip2ForwardOutput Blip2ModelImpl::forward(const torch::Tensor& pixel_values, const torch::Tensor& input_ids,
+                                           const torch::Tensor& attention_mask, const torch::Tensor& decoder_input_ids,
+                                           bool output_hidden_states) {
+  require_language("forward");
+  Blip2ForwardOutput out;
+  out.vision = encode_image(pixel_values, output_hidden_states);
+  out.qformer = query_image(out.vision.last_hidden_state, output_hidden_states);
+  out.language_projection = language_projection->forward(out.qformer.last_hidden_state);
+  std::tie(out.inputs_embeds, out.attention_mask) = lm_inputs(out.language_projection, input_ids, attention_mask);
+  out.lm = language_model->forward(out.inputs_embeds, out.attention_mask, decoder_input_ids, output_hidden_states);
+  return out;
+}
+
+GenerationOutput Blip2ModelImpl::generate(const torch::Tensor& pixel_values, const torch::Tensor& input_ids,
+                                          const torch::Tensor& attention_mask, const GenerationConfig& config,
+                                          bool prepend_bos) {
+  require_language("generate");
+  torch::NoGradGuard no_grad;
+  auto image = encode_image(pixel_values).last_hidden_state;
+  auto projected = language_projection->forward(query_image(image).last_hidden_state);
+  const auto B = projected.size(0);
+  const bool decoder_only = !language_model->is_encoder_decoder();
+  torch::Tensor ids = input_ids, mask = attention_mask;
+  if (decoder_only && (!ids.defined() || ids.size(1) == 0)) {
+    // HF starts an unprompted decoder-only LM from BOS.
+    ids = torch::full({B, 1}, config_.text.opt.bos_token_id,
+                      torch::TensorOptions().dtype(torch::kLong).device(projected.device()));
+    mask = torch::ones_like(ids);
+  }
+  auto [embeds, lm_mask] = lm_inputs(projected, ids, mask);
+  auto out = blip2::generate(*language_model, embeds, lm_mask, config, config_.text.eos_token_id(),
+                             config_.text.pad_token_id());
+  if (decoder_only && prepend_bos) {
+    auto bos = torch::full({out.sequences.size(0), 1}, config_.text.opt.bos_token_id, out.sequences.options());
+    out.sequences = torch::cat({bos, out.sequences}, 1);
+  }
+  return out;
+}
+
+torch::Tensor Blip2ModelImpl::image_features(const torch::Tensor& image_embeds) {
+  require_retrieval("ITC image features");
+  auto q = query_image(image_embeds).last_hidden_state;
+  return F::normalize(vision_projection->forward(q), F::NormalizeFuncOptions().dim(-1));
+}
+
+std::pair<torch::Tensor, torch::Tensor> Blip2ModelImpl::text_features(const torch::Tensor& input_ids,
+                                                                      const torch::Tensor& attention_mask) {
+  require_retrieval("ITC text features");
+  auto mask = attention_mask.defined() ? attention_mask : torch::ones_like(input_ids);
+  nn::check_shape(mask, {input_ids.size(0), input_ids.size(1)}, "Blip2Model", "attention_mask",
+                  "same shape as input_ids");
+  auto e = embeddings->forward(input_ids);
+  auto bias = nn::padding_bias(mask, e.scalar_type(), -10000.0);
+  auto h = qformer->forward(e, 0, bias).last_hidden_state;  // (B, T, D)
+  auto feats = F::normalize(text_projection->forward(h), F::NormalizeFuncOptions().dim(-1));
+  return {feats, h};
+}
+
+ItmOutput Blip2ModelImpl::itm(const torch::Tensor& pixel_values, const torch::Tensor& input_ids,
+                              const torch::Tensor& attention_mask) {
+  require_retrieval("ITM");
+  ItmOutput out;
+  out.vision = encode_image(pixel_values, true);
+  const auto B = pixel_values.size(0);
+  const auto Q = config_.num_query_tokens;
+  nn::check_shape(input_ids, {B, -1}, "Blip2Model", "input_ids", "one text per image for ITM");
+  auto mask = attention_mask.defined() ? attention_mask.to(torch::kLong) : torch::ones_like(input_ids);
+  auto e = embeddings->forward(input_ids, query_tokens.expand({B, -1, -1}));  // (B, Q+T, D)
+  auto full = torch::cat({torch::ones({B, Q}, mask.options()), mask}, 1);
+  auto bias = nn::padding_bias(full, e.scalar_type(), -10000.0);
+  auto h = qformer->forward(e, Q, bias, out.vision.last_hidden_state).last_hidden_state;
+  out.qformer_last_hidden_state = h;
+  out.logits = itm_head->forward(h.slice(1, 0, Q)).mean(1);
+  return out;
+}
+
+ItcOutput Blip2ModelImpl::itc(const torch::Tensor& pixel_values, const torch::Tensor& input_ids,
+                              const torch::Tensor& attention_mask) {
+  ItcOutput out;
+  out.image_embeds = image_features(encode_image(pixel_values).last_hidden_state);  // (Bi, Q, E)
+  auto [feats, h] = text_features(input_ids, attention_mask);
+  out.text_last_hidden_state = h;
+  out.text_embeds = feats.select(1, 0);                                          // (Bt, E)
+  out.logits_per_image = std::get<0>(torch::matmul(out.image_embeds, out.text_embeds.t()).max(1));
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Loading
+
+int64_t resident_memory_kb() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6));
+  return 0;
+}
+
+namespace {
+
+// Checkpoint tensors that are copies of tied weights we share instead.
+bool is_tied_copy(const std::string& name, const Blip2ModelImpl& m) {
+  const auto& t = m.config().text;
+  if (t.model_type == "opt" && t.opt.tie_word_embeddings && name == "language_model.lm_head.weight") return true;
+  if (t.model_type == "t5") {
+    if (name == "language_model.encoder.embed_tokens.weight" || name == "language_model.decoder.embed_tokens.weight")
+      return true;
+    if (t.t5.tie_word_embeddings && name == "language_model.lm_head.weight") return true;
+  }
+  return false;
+}
+
+// Tensors some checkpoints store under other names: returns the value for
+// `name` built from them, or an undefined tensor.
+torch::Tensor from_alias(const std::string& name, const io::TensorStore& store, std::set<std::string>* used) {
+  // Older HF / LAVIS ViT checkpoints: separate q_bias and v_bias, no K bias.
+  const std::string suffix = "self_attn.qkv.bias";
+  if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) {
+    const std::string base = name.substr(0, name.size() - std::string("qkv.bias").size());
+    if (store.has(base + "q_bias") && store.has(base + "v_bias")) {
+      auto q = store.get(base + "q_bias"), v = store.get(base + "v_bias");
+      used->insert(base + "q_bias");
+      used->insert(base + "v_bias");
+      return torch::cat({q, torch::zeros_like(v), v});
+    }
+  }
+  return {};
+}
+
+std::string list_some(const std::vector<std::string>& names, size_t n = 8) {
+  std::string s;
+  for (size_t i = 0; i < names.size() && i < n; ++i) s += (i ? ", " : "") + names[i];
+  if (names.size() > n) s += ", ... (" + std::to_string(names.size()) + " in all)";
+  return s;
+}
+
+}  // namespace
+
+void load_weights(Blip2ModelImpl& model, const io::TensorStore& store, const LoadOptions& options,
+                  LoadReport* report) {
+  torch::NoGradGuard no_grad;
+  auto t0 = std::chrono::steady_clock::now();
+  LoadReport rep;
+  rep.rss_before_kb = resident_memory_kb();
+  rep.checkpoint = store.description();
+  rep.file_bytes = store.total_bytes();
+  std::set<std::string> used;
+  std::vector<std::string> missing;
+  auto params = model.named_parameters(true);
+  for (auto& item : params) {
+    const std::string& name = item.key();
+    torch::Tensor& p = item.value();
+    torch::Tensor src;
+    bool mapped = false;
+    if (store.has(name)) {
+      src = store.get(name);
+      mapped = store.zero_copy(name);
+      used.insert(name);
+    } else {
+      src = from_alias(name, store, &used);
+    }
+    if (!src.defined()) {
+      missing.push_back(name);
+      continue;
+    }
+    if (src.sizes() != p.sizes())
+      throw CheckpointError("tensor '" + name + "' in " + (store.has(name) ? store.file_of(name) : store.description()) +
+                            " has shape " + shape_str(src.sizes().vec()) + " but the config expects " +
+                            shape_str(p.sizes().vec()) + "; the checkpoint does not match config.json");
+    if (!src.is_floating_point())
+      throw CheckpointError("tensor '" + name + "' in " + store.description() + " has integer dtype " +
+                            std::string(c10::toString(src.scalar_type())) + "; weights must be F32, F16 or BF16");
+    const bool zero_copy = mapped && src.scalar_type() == options.dtype && options.device.is_cpu();
+    if (zero_copy) {
+      p.set_data(src);
+      ++rep.zero_copy;
+    } else {
+      p.set_data(src.to(options.device, options.dtype, /*non_blocking=*/false, /*copy=*/true));
+    }
+    ++rep.tensors;
+  }
+  if (!missing.empty())
+    throw CheckpointError("checkpoint " + store.description() + " lacks " + std::to_string(missing.size()) +
+                          " tensor(s) the config needs: " + list_some(missing) +
+                          "; check that config.json belongs to this checkpoint");
+  if (options.strict) {
+    std::vector<std::string> unexpected;
+    for (const auto& n : store.names())
+      if (!used.count(n) && !is_tied_copy(n, model)) unexpected.push_back(n);
+    if (!unexpected.empty())
+      throw CheckpointError("checkpoint " + store.description() + " has " + std::to_string(unexpected.size()) +
+                            " tensor(s) this model does not use: " + list_some(unexpected) +
+                            "; check config.json (architectures, layer counts) matches the checkpoint");
+  }
+  for (auto& b : model.buffers(true)) b.set_data(b.to(options.device));
+  rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  rep.rss_after_kb = resident_memory_kb();
+  if (report) *report = rep;
+}
+
+Blip2Model load_blip2(const std::string& dir, const LoadOptions& options, LoadReport* report) {
+  auto t0 = std::chrono::steady_clock::now();
+  const int64_t rss0 = resident_memory_kb();
+  auto config = Blip2Config::from_file(dir);
+  auto store = io::TensorStore::open(dir);
+  Blip2Parts parts = Blip2Parts::from_config(config);
+  if (config.architectures.empty()) {
+    // No architectures field: decide from the tensors present.
+    parts.language = store.has("language_projection.weight");
+    parts.retrieval = store.has("itm_head.weight");
+  }
+  Blip2Model model(config, parts);
+  model->eval();
+  for (auto& p : model->parameters()) p.set_requires_grad(false);
+  LoadReport rep;
+  load_weights(*model, store, options, &rep);
+  rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  rep.rss_before_kb = rss0;
+  if (report) *report = rep;
+  return model;
+}
+
+}  // namespace blip2

@@ -1,0 +1,130 @@
+// BLIP-2: frozen image encoder -> Q-Former (learned queries) -> projection ->
+// frozen LLM, plus the retrieval heads (ITM, ITC). Module names are
+// HuggingFace's (Blip2ForConditionalGeneration / Blip2ForImageTextRetrieval),
+// so named_parameters() are the checkpoint's keys.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+
+#include "blip2/config/config.h"
+#include "blip2/lm/language_model.h"
+#include "blip2/model/generation.h"
+#include "blip2/qformer/qformer.h"
+#include "blip2/vision/vision_encoder.h"
+
+namespace blip2 {
+
+namespace io {
+class TensorStore;
+}
+
+// Which heads a model carries besides the image encoder and Q-Former.
+struct Blip2Parts {
+  bool language = true;    // language_projection + language_model
+  bool retrieval = false;  // embeddings, vision/text projections, itm_head
+  // From config.architectures (Blip2ForImageTextRetrieval -> retrieval, ...).
+  static Blip2Parts from_config(const Blip2Config& c);
+};
+
+struct Blip2ForwardOutput {
+  VisionOutput vision;
+  QFormerOutput qformer;
+  torch::Tensor language_projection;  // (B, Q, Dlm)
+  torch::Tensor inputs_embeds;        // (B, S, Dlm) what the LM (encoder) sees
+  torch::Tensor attention_mask;       // (B, S)
+  LMOutput lm;
+};
+
+struct ItmOutput {
+  torch::Tensor logits;                     // (B, 2): (no match, match), averaged over queries
+  torch::Tensor qformer_last_hidden_state;  // (B, Q+T, D)
+  VisionOutput vision;
+};
+
+struct ItcOutput {
+  torch::Tensor image_embeds;            // (Bi, Q, E) L2-normalised
+  torch::Tensor text_embeds;             // (Bt, E) L2-normalised [CLS] features
+  torch::Tensor logits_per_image;        // (Bi, Bt) max over queries, no temperature
+  torch::Tensor text_last_hidden_state;  // (Bt, T, D)
+};
+
+class Blip2ModelImpl : public torch::nn::Module {
+ public:
+  Blip2ModelImpl(const Blip2Config& config, Blip2Parts parts);
+  const Blip2Config& config() const { return config_; }
+  const Blip2Parts& parts() const { return parts_; }
+
+  // pixel_values (B, C, H, W) -> image features.
+  VisionOutput encode_image(const torch::Tensor& pixel_values, bool output_hidden_states = false);
+  // Learned queries cross-attending to image features (B, N, Dv) -> (B, Q, D).
+  QFormerOutput query_image(const torch::Tensor& image_embeds, bool output_hidden_states = false);
+  // Joins the projected queries (B, Q, Dlm) with the prompt: concatenated in
+  // front (legacy) or scattered into image_token_index slots. input_ids may be
+  // undefined (no prompt). Returns {inputs_embeds, attention_mask}.
+  std::pair<torch::Tensor, torch::Tensor> lm_inputs(const torch::Tensor& projected, const torch::Tensor& input_ids,
+                                                    const torch::Tensor& attention_mask);
+
+  Blip2ForwardOutput forward(const torch::Tensor& pixel_values, const torch::Tensor& input_ids,
+                             const torch::Tensor& attention_mask, const torch::Tensor& decoder_input_ids = {},
+                             bool output_hidden_states = false);
+  // Image-conditioned generation. input_ids undefined = no prompt (decoder-only
+  // models then start from BOS, as HF). With prepend_bos, decoder-only outputs
+  // start with BOS as HF's Blip2ForConditionalGeneration.generate returns them.
+  GenerationOutput generate(const torch::Tensor& pixel_values, const torch::Tensor& input_ids,
+                            const torch::Tensor& attention_mask, const GenerationConfig& config,
+                            bool prepend_bos = true);
+
+  ItmOutput itm(const torch::Tensor& pixel_values, const torch::Tensor& input_ids, const torch::Tensor& attention_mask);
+  ItcOutput itc(const torch::Tensor& pixel_values, const torch::Tensor& input_ids, const torch::Tensor& attention_mask);
+  // ITC features: (B, Q, E) normalised query features of images; (B, T, E)
+  // normalised projections of every text position (index 0 is [CLS]).
+  torch::Tensor image_features(const torch::Tensor& image_embeds);
+  std::pair<torch::Tensor, torch::Tensor> text_features(const torch::Tensor& input_ids,
+                                                        const torch::Tensor& attention_mask);
+
+  VisionEncoder vision_model{nullptr};
+  torch::Tensor query_tokens;  // (1, Q, D)
+  QFormer qformer{nullptr};
+  torch::nn::Linear language_projection{nullptr};
+  std::shared_ptr<LanguageModel> language_model;
+  QFormerTextEmbeddings embeddings{nullptr};
+  torch::nn::Linear vision_projection{nullptr}, text_projection{nullptr}, itm_head{nullptr};
+
+ private:
+  void require_language(const char* what) const;
+  void require_retrieval(const char* what) const;
+  Blip2Config config_;
+  Blip2Parts parts_;
+};
+TORCH_MODULE(Blip2Model);
+
+struct LoadOptions {
+  torch::ScalarType dtype = torch::kFloat;  // compute dtype of the weights
+  torch::Device device = torch::kCPU;
+  bool strict = true;  // unexpected checkpoint tensors are an error
+};
+
+struct LoadReport {
+  double seconds = 0;
+  size_t tensors = 0;
+  size_t zero_copy = 0;  // tensors that share the file mapping
+  uint64_t file_bytes = 0;
+  int64_t rss_before_kb = 0, rss_after_kb = 0;
+  std::string checkpoint;
+};
+
+// Copies (or, for F32 on CPU, maps) every parameter of `model` from `store`,
+// checking names and shapes; throws CheckpointError naming the tensor/file.
+void load_weights(Blip2ModelImpl& model, const io::TensorStore& store, const LoadOptions& options,
+                  LoadReport* report = nullptr);
+
+// config.json + model.safetensors (or shards) from a HF checkpoint directory.
+Blip2Model load_blip2(const std::string& dir, const LoadOptions& options = {}, LoadReport* report = nullptr);
+
+// Resident set size of this process in KiB (0 where unknown).
+int64_t resident_memory_kb();
+
+}  // namespace blip2
