@@ -30,6 +30,7 @@ int run_verify(const std::string& case_dir, bool verbose) {
 int main(int argc, char** argv) {
   CLI::App app{"blip2: BLIP-2 in C++ (captioning, VQA, retrieval, training)"};
   app.require_subcommand(1);
+  app.fallthrough();  // global flags (--verbose) may follow the subcommand
   bool verbose = false;
   app.add_flag("-v,--verbose", verbose, "print load time, resident memory and per-step timings to stderr");
 

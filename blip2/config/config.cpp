@@ -291,7 +291,7 @@ Blip2Config Blip2Config::from_file(const std::string& path) {
   namespace fs = std::filesystem;
   fs::path p(path);
   std::error_code ec;
-  if (fs::is_directory(p, ec)) p /= "config.json";
+  if (fs::is_directory(p, ec) || p.extension() != ".json") p /= "config.json";
   if (!fs::exists(p, ec))
     throw ConfigError("config file '" + p.string() +
                       "' does not exist; a HuggingFace BLIP-2 checkpoint directory holds "

@@ -32,9 +32,12 @@ Blip2ModelImpl::Blip2ModelImpl(const Blip2Config& config, Blip2Parts parts) : co
   query_tokens = register_parameter("query_tokens", torch::zeros({1, config_.num_query_tokens, q.hidden_size}));
   qformer = register_module("qformer", QFormer(q));
   if (parts.language) {
+    language_model = make_language_model(config_.text);
+    // Projects to the LM's input-embedding width (OPT: word_embed_proj_dim,
+    // which equals hidden_size in every BLIP-2 checkpoint).
     language_projection =
-        register_module("language_projection", torch::nn::Linear(q.hidden_size, config_.text.hidden_size()));
-    language_model = register_module("language_model", make_language_model(config_.text));
+        register_module("language_projection", torch::nn::Linear(q.hidden_size, language_model->hidden_size()));
+    register_module("language_model", language_model);
   }
   if (parts.retrieval) {
     embeddings = register_module("embeddings", QFormerTextEmbeddings(q));

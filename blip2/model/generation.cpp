@@ -41,6 +41,7 @@ struct Processors {
   // scores (N, V) for the next token after ids (N, cur): HF's order
   // repetition penalty, no-repeat-ngram, min length.
   torch::Tensor apply(const torch::Tensor& ids, torch::Tensor scores) const {
+    scores = scores.clone();  // never write into the caller's (raw) logits
     if (cfg.repetition_penalty != 1.0 && ids.size(1) > 0) {
       auto s = scores.gather(1, ids);
       s = torch::where(s < 0, s * cfg.repetition_penalty, s / cfg.repetition_penalty);

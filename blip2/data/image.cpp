@@ -1,0 +1,497 @@
+// Image decoding into 8-bit RGB with Pillow 9.4 `convert('RGB')` semantics.
+//
+// libpng reports errors by longjmp. Every libpng call is made inside a small
+// C-style "stage" function that calls setjmp itself and owns no object with a
+// destructor, and the callbacks libpng jumps out of own none either, so no
+// C++ destructor is ever skipped. The png_struct is released by a guard in
+// the (C++) caller, outside the jumped-over frames. TurboJPEG and libwebp
+// report errors by return value.
+#include "blip2/data/image.h"
+
+#include <png.h>
+#include <turbojpeg.h>
+#include <webp/decode.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <csetjmp>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <limits>
+#include <string>
+
+#include "blip2/util/error.h"
+
+namespace blip2 {
+
+namespace {
+
+constexpr const char* kSupported = "PNG, JPEG or WebP";
+
+[[noreturn]] void fail(const std::string& name, const std::string& what) {
+  throw InputError("image '" + name + "': " + what);
+}
+
+// Rejects 0-sized images and images over the pixel limit, from the header,
+// before the pixel buffer is allocated.
+void check_dimensions(const std::string& name, const char* format, int64_t width, int64_t height,
+                      const DecodeOptions& opt) {
+  if (width <= 0 || height <= 0) {
+    fail(name, std::string(format) + " header says the image is " + std::to_string(width) + "x" +
+                   std::to_string(height) +
+                   "; expected a width and height of at least 1; the file is corrupt, re-export it");
+  }
+  const int64_t pixels = width * height;
+  if (opt.max_pixels > 0 && pixels > opt.max_pixels) {
+    fail(name, std::string(format) + " image is " + std::to_string(width) + "x" +
+                   std::to_string(height) + " = " + std::to_string(pixels) +
+                   " pixels, over the limit of " + std::to_string(opt.max_pixels) +
+                   " pixels (could be a decompression bomb); downscale the image first or raise "
+                   "DecodeOptions::max_pixels");
+  }
+}
+
+std::string hex_prefix(const uint8_t* data, size_t size) {
+  static const char* digits = "0123456789abcdef";
+  std::string s;
+  for (size_t i = 0; i < std::min<size_t>(size, 8); ++i) {
+    if (i) s += ' ';
+    s += digits[data[i] >> 4];
+    s += digits[data[i] & 15];
+  }
+  return s;
+}
+
+bool starts_with(const uint8_t* data, size_t size, const char* magic, size_t n) {
+  return size >= n && std::memcmp(data, magic, n) == 0;
+}
+
+// A name for well-known formats we do not decode, for the error message.
+std::string describe_unsupported(const uint8_t* d, size_t n) {
+  if (starts_with(d, n, "GIF87a", 6) || starts_with(d, n, "GIF89a", 6)) return "GIF data";
+  if (starts_with(d, n, "BM", 2)) return "BMP data";
+  if (starts_with(d, n, "II*\0", 4) || starts_with(d, n, "MM\0*", 4)) return "TIFF data";
+  if (n >= 12 && std::memcmp(d + 4, "ftyp", 4) == 0) {
+    const std::string brand(reinterpret_cast<const char*>(d + 8), 4);
+    if (brand == "avif" || brand == "avis") return "AVIF data";
+    if (brand == "heic" || brand == "heix" || brand == "mif1" || brand == "msf1") return "HEIF/HEIC data";
+    return "an ISO media file (brand '" + brand + "')";
+  }
+  if (starts_with(d, n, "\xff\x0a", 2) || starts_with(d, n, "\0\0\0\x0cJXL ", 8)) return "JPEG XL data";
+  if (starts_with(d, n, "RIFF", 4)) return "a RIFF file that is not WebP";
+  if (starts_with(d, n, "8BPS", 4)) return "Photoshop PSD data";
+  if (starts_with(d, n, "\0\0\1\0", 4)) return "ICO data";
+  if (starts_with(d, n, "qoif", 4)) return "QOI data";
+  if (starts_with(d, n, "%PDF", 4)) return "PDF data";
+  if (starts_with(d, n, "<svg", 4) || starts_with(d, n, "<?xml", 5)) return "SVG/XML text";
+  if (starts_with(d, n, "P1", 2) || starts_with(d, n, "P2", 2) || starts_with(d, n, "P3", 2) ||
+      starts_with(d, n, "P4", 2) || starts_with(d, n, "P5", 2) || starts_with(d, n, "P6", 2))
+    return "possibly PNM/PPM data";
+  return "unrecognised data (first bytes " + hex_prefix(d, n) + ")";
+}
+
+// ---------------------------------------------------------------------------
+// PNG
+// ---------------------------------------------------------------------------
+
+// Everything libpng's callbacks touch: trivially destructible.
+struct PngSource {
+  const uint8_t* data;
+  size_t size;
+  size_t pos;
+  int hit_eof;
+  char message[256];
+};
+
+struct PngLayout {
+  png_uint_32 width, height;
+  int bit_depth, color_type, interlace;
+  int out_bit_depth, channels;  // after transforms (packing / gray expansion)
+  size_t rowbytes;
+  int num_palette;
+  uint8_t palette[256 * 3];
+};
+
+void png_read_cb(png_structp png, png_bytep out, size_t n) {
+  auto* src = static_cast<PngSource*>(png_get_io_ptr(png));
+  if (n > src->size - src->pos) {
+    src->hit_eof = 1;
+    png_error(png, "unexpected end of file");
+  }
+  std::memcpy(out, src->data + src->pos, n);
+  src->pos += n;
+}
+
+void png_error_cb(png_structp png, png_const_charp msg) {
+  auto* src = static_cast<PngSource*>(png_get_error_ptr(png));
+  if (src) std::snprintf(src->message, sizeof src->message, "%s", msg ? msg : "unknown error");
+  png_longjmp(png, 1);
+}
+
+void png_warning_cb(png_structp, png_const_charp) {}  // ancillary-chunk noise; Pillow ignores it too
+
+// Stage 1a: signature, IHDR and all chunks before IDAT. Stages return 0, or
+// -1 with PngSource::message set.
+int png_stage_header(png_structp png, png_infop info, PngLayout* lay) {
+  if (setjmp(png_jmpbuf(png))) return -1;
+  png_read_info(png, info);
+  png_get_IHDR(png, info, &lay->width, &lay->height, &lay->bit_depth, &lay->color_type,
+               &lay->interlace, nullptr, nullptr);
+  return 0;
+}
+
+// Stage 1b (after the size check): palette, transforms, row layout.
+int png_stage_setup(png_structp png, png_infop info, PngLayout* lay) {
+  if (setjmp(png_jmpbuf(png))) return -1;
+  lay->num_palette = 0;
+  if (lay->color_type == PNG_COLOR_TYPE_PALETTE) {
+    png_colorp pal = nullptr;
+    int num = 0;
+    if (png_get_PLTE(png, info, &pal, &num) && pal) {
+      num = std::min(num, 256);
+      for (int i = 0; i < num; ++i) {
+        lay->palette[i * 3 + 0] = pal[i].red;
+        lay->palette[i * 3 + 1] = pal[i].green;
+        lay->palette[i * 3 + 2] = pal[i].blue;
+      }
+      lay->num_palette = num;
+    }
+    if (lay->bit_depth < 8) png_set_packing(png);  // one index per byte
+  } else if (lay->color_type == PNG_COLOR_TYPE_GRAY && lay->bit_depth < 8) {
+    png_set_expand_gray_1_2_4_to_8(png);  // 1/2/4-bit gray scaled to 0..255, as Pillow's 1/L;2/L;4
+  }
+  // No tRNS expansion, no 16-bit stripping (done per row below), no gamma.
+  if (lay->interlace != PNG_INTERLACE_NONE) png_set_interlace_handling(png);
+  png_read_update_info(png, info);
+  lay->out_bit_depth = png_get_bit_depth(png, info);
+  lay->channels = png_get_channels(png, info);
+  lay->rowbytes = png_get_rowbytes(png, info);
+  return 0;
+}
+
+// One decoded libpng row to RGB (Pillow convert('RGB') semantics).
+void png_convert_row(const PngLayout* lay, const uint8_t* in, uint8_t* out) {
+  const png_uint_32 w = lay->width;
+  const bool b16 = lay->out_bit_depth == 16;
+  switch (lay->color_type) {
+    case PNG_COLOR_TYPE_PALETTE:
+      // Pillow's palette starts as a gray ramp, so an index past the PLTE
+      // entries maps to (i, i, i). tRNS is ignored (alpha dropped).
+      for (png_uint_32 x = 0; x < w; ++x) {
+        const int i = in[x];
+        if (i < lay->num_palette) {
+          out[x * 3 + 0] = lay->palette[i * 3 + 0];
+          out[x * 3 + 1] = lay->palette[i * 3 + 1];
+          out[x * 3 + 2] = lay->palette[i * 3 + 2];
+        } else {
+          out[x * 3 + 0] = out[x * 3 + 1] = out[x * 3 + 2] = static_cast<uint8_t>(i);
+        }
+      }
+      break;
+    case PNG_COLOR_TYPE_GRAY:
+      for (png_uint_32 x = 0; x < w; ++x) {
+        uint8_t v;
+        if (b16) {
+          // Pillow opens 16-bit gray as mode "I" (full 0..65535 value) and
+          // I -> RGB clips to 0..255.
+          const unsigned full = (unsigned(in[x * 2]) << 8) | in[x * 2 + 1];
+          v = static_cast<uint8_t>(full > 255 ? 255 : full);
+        } else {
+          v = in[x];
+        }
+        out[x * 3 + 0] = out[x * 3 + 1] = out[x * 3 + 2] = v;
+      }
+      break;
+    case PNG_COLOR_TYPE_GRAY_ALPHA: {
+      const int step = b16 ? 4 : 2;  // 16-bit: Pillow's LA;16B keeps the high byte
+      for (png_uint_32 x = 0; x < w; ++x) {
+        const uint8_t v = in[x * step];
+        out[x * 3 + 0] = out[x * 3 + 1] = out[x * 3 + 2] = v;
+      }
+      break;
+    }
+    case PNG_COLOR_TYPE_RGB:
+    case PNG_COLOR_TYPE_RGB_ALPHA: {
+      const int ch = lay->color_type == PNG_COLOR_TYPE_RGB ? 3 : 4;
+      const int bps = b16 ? 2 : 1;  // 16-bit: RGB;16B / RGBA;16B keep the high byte
+      const int step = ch * bps;
+      for (png_uint_32 x = 0; x < w; ++x) {
+        out[x * 3 + 0] = in[x * step + 0 * bps];
+        out[x * 3 + 1] = in[x * step + 1 * bps];
+        out[x * 3 + 2] = in[x * step + 2 * bps];
+      }
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+// Stage 2a (non-interlaced): reads and converts row by row into `rgb`.
+int png_stage_rows(png_structp png, const PngLayout* lay, uint8_t* row, uint8_t* rgb) {
+  if (setjmp(png_jmpbuf(png))) return -1;
+  const size_t out_stride = static_cast<size_t>(lay->width) * 3;
+  for (png_uint_32 y = 0; y < lay->height; ++y) {
+    png_read_row(png, row, nullptr);
+    png_convert_row(lay, row, rgb + y * out_stride);
+  }
+  return 0;
+}
+
+// Stage 2b (interlaced): all passes into the full raw buffer.
+int png_stage_image(png_structp png, png_bytepp rows) {
+  if (setjmp(png_jmpbuf(png))) return -1;
+  png_read_image(png, rows);
+  return 0;
+}
+
+struct PngGuard {
+  png_structp png = nullptr;
+  png_infop info = nullptr;
+  ~PngGuard() {
+    if (png) png_destroy_read_struct(&png, info ? &info : nullptr, nullptr);
+  }
+};
+
+std::string png_failure(const PngSource& src) {
+  if (src.hit_eof) {
+    return "PNG data ends early (" + std::to_string(src.size) +
+           " bytes read, more expected); the file is truncated, re-download or re-export it";
+  }
+  return std::string("corrupt PNG data: libpng says \"") + src.message +
+         "\"; expected a valid PNG, re-export the image";
+}
+
+Image decode_png(const uint8_t* data, size_t size, const std::string& name, const DecodeOptions& opt) {
+  PngSource src{};
+  src.data = data;
+  src.size = size;
+  PngGuard g;
+  g.png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &src, png_error_cb, png_warning_cb);
+  if (!g.png) fail(name, "libpng could not allocate a decoder (out of memory)");
+  g.info = png_create_info_struct(g.png);
+  if (!g.info) fail(name, "libpng could not allocate a decoder (out of memory)");
+  png_set_read_fn(g.png, &src, png_read_cb);
+  // Size is bounded by DecodeOptions::max_pixels (checked before any row
+  // buffer exists), not by libpng's default 1e6 x 1e6 limit; Pillow has none.
+  png_set_user_limits(g.png, PNG_UINT_31_MAX, PNG_UINT_31_MAX);
+
+  PngLayout lay{};
+  if (png_stage_header(g.png, g.info, &lay) != 0) fail(name, png_failure(src));
+  check_dimensions(name, "PNG", lay.width, lay.height, opt);
+  if (png_stage_setup(g.png, g.info, &lay) != 0) fail(name, png_failure(src));
+  const size_t min_row = static_cast<size_t>(lay.width) * lay.channels * (lay.out_bit_depth / 8);
+  if (lay.out_bit_depth < 8 || lay.rowbytes < min_row) {
+    fail(name, "unsupported PNG layout (bit depth " + std::to_string(lay.bit_depth) +
+                   ", color type " + std::to_string(lay.color_type) + "); re-export as 8-bit RGB PNG");
+  }
+
+  Image img;
+  img.width = static_cast<int>(lay.width);
+  img.height = static_cast<int>(lay.height);
+  img.rgb.resize(img.num_pixels() * 3);
+  if (lay.interlace == PNG_INTERLACE_NONE) {
+    std::vector<uint8_t> row(lay.rowbytes);
+    if (png_stage_rows(g.png, &lay, row.data(), img.rgb.data()) != 0) fail(name, png_failure(src));
+  } else {
+    std::vector<uint8_t> raw(lay.rowbytes * lay.height);
+    std::vector<png_bytep> rows(lay.height);
+    for (png_uint_32 y = 0; y < lay.height; ++y) rows[y] = raw.data() + y * lay.rowbytes;
+    if (png_stage_image(g.png, rows.data()) != 0) fail(name, png_failure(src));
+    const size_t out_stride = static_cast<size_t>(lay.width) * 3;
+    for (png_uint_32 y = 0; y < lay.height; ++y) png_convert_row(&lay, rows[y], img.rgb.data() + y * out_stride);
+  }
+  // Like Pillow, chunks after the image data (up to IEND) are not required.
+  return img;
+}
+
+// ---------------------------------------------------------------------------
+// JPEG
+// ---------------------------------------------------------------------------
+
+struct TjGuard {
+  tjhandle h = nullptr;
+  ~TjGuard() {
+    if (h) tjDestroy(h);
+  }
+};
+
+inline uint8_t muldiv255(int a, int b) {
+  const int t = a * b + 128;
+  return static_cast<uint8_t>(((t >> 8) + t) >> 8);
+}
+
+Image decode_jpeg(const uint8_t* data, size_t size, const std::string& name, const DecodeOptions& opt) {
+  TjGuard g;
+  g.h = tjInitDecompress();
+  if (!g.h) fail(name, std::string("TurboJPEG could not create a decoder: ") + tjGetErrorStr2(nullptr));
+  int w = 0, h = 0, subsamp = 0, colorspace = 0;
+  if (tjDecompressHeader3(g.h, data, static_cast<unsigned long>(size), &w, &h, &subsamp, &colorspace) != 0) {
+    fail(name, std::string("corrupt or truncated JPEG header: TurboJPEG says \"") + tjGetErrorStr2(g.h) +
+                   "\"; expected a baseline or progressive 8-bit JPEG, re-export the image");
+  }
+  check_dimensions(name, "JPEG", w, h, opt);
+
+  const bool cmyk = colorspace == TJCS_CMYK || colorspace == TJCS_YCCK;
+  const int pf = cmyk ? TJPF_CMYK : TJPF_RGB;  // gray is replicated to RGB by libjpeg
+  const int ch = cmyk ? 4 : 3;
+  std::vector<uint8_t> buf(static_cast<size_t>(w) * h * ch);
+  // Default (accurate) IDCT and fancy upsampling: what Pillow's decoder uses.
+  // LIMITSCANS bounds pathological progressive files (>500 scans) so decoding
+  // cannot take unbounded time.
+  const int flags = TJFLAG_LIMITSCANS;
+  if (tjDecompress2(g.h, data, static_cast<unsigned long>(size), buf.data(), w, 0, h, pf, flags) != 0) {
+    const std::string msg = tjGetErrorStr2(g.h);
+    if (tjGetErrorCode(g.h) == TJERR_WARNING) {
+      // libjpeg pads a truncated stream with gray and warns; Pillow raises
+      // "image file is truncated" there. Other warnings (e.g. extraneous bytes)
+      // are tolerated by Pillow, so they are here.
+      if (msg.find("Premature end") != std::string::npos) {
+        fail(name, "JPEG data ends early (libjpeg: \"" + msg +
+                       "\"); the file is truncated, re-download or re-export it");
+      }
+    } else {
+      fail(name, "corrupt JPEG data: TurboJPEG says \"" + msg +
+                     "\"; expected a decodable 8-bit JPEG, re-export the image");
+    }
+  }
+
+  Image img;
+  img.width = w;
+  img.height = h;
+  if (!cmyk) {
+    img.rgb = std::move(buf);
+    return img;
+  }
+  // Pillow reads 4-component JPEGs as "CMYK;I" (Adobe polarity: inverted) and
+  // converts CMYK -> RGB with r = (255-k) - (255-k)*c/255 (rounded, MULDIV255).
+  img.rgb.resize(img.num_pixels() * 3);
+  const size_t n = img.num_pixels();
+  for (size_t i = 0; i < n; ++i) {
+    const uint8_t* p = &buf[i * 4];
+    const int k = 255 - p[3];
+    const int nk = 255 - k;
+    for (int c = 0; c < 3; ++c) {
+      const int v = 255 - p[c];
+      img.rgb[i * 3 + c] = static_cast<uint8_t>(std::clamp(nk - int(muldiv255(v, nk)), 0, 255));
+    }
+  }
+  return img;
+}
+
+// ---------------------------------------------------------------------------
+// WebP
+// ---------------------------------------------------------------------------
+
+std::string vp8_status_text(VP8StatusCode st) {
+  switch (st) {
+    case VP8_STATUS_OUT_OF_MEMORY: return "out of memory";
+    case VP8_STATUS_INVALID_PARAM: return "invalid parameter";
+    case VP8_STATUS_BITSTREAM_ERROR: return "corrupt bitstream";
+    case VP8_STATUS_UNSUPPORTED_FEATURE: return "unsupported feature";
+    case VP8_STATUS_SUSPENDED: return "suspended";
+    case VP8_STATUS_USER_ABORT: return "aborted";
+    case VP8_STATUS_NOT_ENOUGH_DATA: return "not enough data";
+    default: return "status " + std::to_string(static_cast<int>(st));
+  }
+}
+
+std::string webp_failure(VP8StatusCode st) {
+  if (st == VP8_STATUS_NOT_ENOUGH_DATA) {
+    return "WebP data ends early (libwebp: not enough data); the file is truncated, re-download or "
+           "re-export it";
+  }
+  return "corrupt WebP data: libwebp says \"" + vp8_status_text(st) +
+         "\"; expected a still lossy or lossless WebP, re-export the image";
+}
+
+Image decode_webp(const uint8_t* data, size_t size, const std::string& name, const DecodeOptions& opt) {
+  WebPDecoderConfig config;
+  if (!WebPInitDecoderConfig(&config)) fail(name, "libwebp version mismatch (WebPInitDecoderConfig failed)");
+  VP8StatusCode st = WebPGetFeatures(data, size, &config.input);
+  if (st != VP8_STATUS_OK) fail(name, webp_failure(st));
+  if (config.input.has_animation) {
+    fail(name, "animated WebP is not supported; expected a still WebP image, extract one frame "
+               "(e.g. `webpmux -get frame 1 in.webp -o out.webp`)");
+  }
+  check_dimensions(name, "WebP", config.input.width, config.input.height, opt);
+
+  Image img;
+  img.width = config.input.width;
+  img.height = config.input.height;
+  img.rgb.resize(img.num_pixels() * 3);
+  // Alpha (if any) is dropped: the RGB samples are the decoder's own, the same
+  // bytes Pillow's RGBA decode holds before convert('RGB').
+  config.output.colorspace = MODE_RGB;
+  config.output.is_external_memory = 1;
+  config.output.u.RGBA.rgba = img.rgb.data();
+  config.output.u.RGBA.stride = img.width * 3;
+  config.output.u.RGBA.size = img.rgb.size();
+  st = WebPDecode(data, size, &config);
+  WebPFreeDecBuffer(&config.output);
+  if (st != VP8_STATUS_OK) fail(name, webp_failure(st));
+  return img;
+}
+
+}  // namespace
+
+ImageFormat sniff_image_format(const uint8_t* data, size_t size) {
+  if (!data) return ImageFormat::Unknown;
+  if (starts_with(data, size, "\x89PNG\r\n\x1a\n", 8)) return ImageFormat::PNG;
+  if (starts_with(data, size, "\xff\xd8\xff", 3)) return ImageFormat::JPEG;
+  if (size >= 12 && std::memcmp(data, "RIFF", 4) == 0 && std::memcmp(data + 8, "WEBP", 4) == 0)
+    return ImageFormat::WebP;
+  return ImageFormat::Unknown;
+}
+
+const char* image_format_name(ImageFormat f) {
+  switch (f) {
+    case ImageFormat::PNG: return "PNG";
+    case ImageFormat::JPEG: return "JPEG";
+    case ImageFormat::WebP: return "WebP";
+    default: return "unknown";
+  }
+}
+
+Image decode_image(const uint8_t* data, size_t size, const std::string& name, const DecodeOptions& options) {
+  if (!data || size == 0) {
+    fail(name, std::string("file is empty (0 bytes); expected ") + kSupported +
+                   " data; check the path and re-export the image");
+  }
+  switch (sniff_image_format(data, size)) {
+    case ImageFormat::PNG: return decode_png(data, size, name, options);
+    case ImageFormat::JPEG: return decode_jpeg(data, size, name, options);
+    case ImageFormat::WebP: return decode_webp(data, size, name, options);
+    default: break;
+  }
+  fail(name, std::string("unsupported image format: expected ") + kSupported + " (detected from the leading bytes), found " +
+                 describe_unsupported(data, size) + "; convert the image to PNG, JPEG or WebP");
+}
+
+Image decode_image(const std::vector<uint8_t>& bytes, const std::string& name, const DecodeOptions& options) {
+  return decode_image(bytes.data(), bytes.size(), name, options);
+}
+
+Image load_image(const std::string& path, const DecodeOptions& options) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::file_status st = fs::status(path, ec);
+  if (ec || !fs::exists(st)) fail(path, "no such file; expected a PNG, JPEG or WebP file, check the path");
+  if (fs::is_directory(st)) fail(path, "is a directory; expected a PNG, JPEG or WebP file");
+  if (!fs::is_regular_file(st)) {
+    fail(path, "is not a regular file (device, pipe or socket); expected a PNG, JPEG or WebP file");
+  }
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) fail(path, std::string("cannot open: ") + std::strerror(errno) + "; check the permissions");
+  std::vector<uint8_t> bytes;
+  uint8_t chunk[1 << 16];
+  size_t n = 0;
+  while ((n = std::fread(chunk, 1, sizeof chunk, f)) > 0) bytes.insert(bytes.end(), chunk, chunk + n);
+  const bool read_error = std::ferror(f) != 0;
+  std::fclose(f);
+  if (read_error) fail(path, "read error while loading the file; check the disk / permissions");
+  return decode_image(bytes, path, options);
+}
+
+}  // namespace blip2
