@@ -160,6 +160,7 @@ Blip2Config Blip2Config::from_json_string(const std::string& text, const std::st
       r.i64("max_position_embeddings", o.max_position_embeddings);
       r.boolean("do_layer_norm_before", o.do_layer_norm_before);
       r.boolean("_remove_final_layer_norm", o.remove_final_layer_norm);
+      o.word_embed_proj_dim = -1;
       r.i64("word_embed_proj_dim", o.word_embed_proj_dim);
       r.str("activation_function", o.activation_function);
       r.boolean("enable_bias", o.enable_bias);

@@ -60,7 +60,7 @@ struct OptConfig {
   int64_t max_position_embeddings = 2048;
   bool do_layer_norm_before = true;
   bool remove_final_layer_norm = false;  // "_remove_final_layer_norm"
-  int64_t word_embed_proj_dim = -1;      // defaults to hidden_size
+  int64_t word_embed_proj_dim = 768;     // when absent from config.json: hidden_size
   std::string activation_function = "relu";
   bool enable_bias = true;
   bool layer_norm_elementwise_affine = true;

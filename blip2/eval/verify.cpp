@@ -4,12 +4,15 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "blip2/io/safetensors.h"
 #include "blip2/io/tensor_store.h"
+#include "blip2/io/weight_map.h"
 #include "blip2/model/blip2_model.h"
+#include "blip2/train/losses.h"
 #include "blip2/util/error.h"
 
 namespace fs = std::filesystem;
@@ -75,10 +78,17 @@ struct Step {
 
 class Replayer {
  public:
-  Replayer(Blip2Model model, std::map<std::string, torch::Tensor> inputs)
-      : model_(std::move(model)), inputs_(std::move(inputs)) {}
+  Replayer(Blip2Model model, std::map<std::string, torch::Tensor> inputs,
+           const std::map<std::string, torch::Tensor>& recorded)
+      : model_(std::move(model)), inputs_(std::move(inputs)) {
+    // Steps may read recorded outputs (e.g. sampled hard-negative indices).
+    for (const auto& [n, t] : recorded) inputs_.emplace(n, t);
+  }
 
   Results run(const Step& s) {
+    if (s.op == "lm_loss") return lm_loss_step(s);
+    if (s.op == "shift_right") return shift_right_step(s);
+    if (s.op == "stage1_loss") return stage1_step(s);
     torch::NoGradGuard no_grad;
     if (s.op == "forward") return forward(s);
     if (s.op == "language_projection") return language_projection(s);
@@ -103,6 +113,86 @@ class Replayer {
     if (t == inputs_.end())
       throw Error("plan step '" + s.op + "' reads '" + it->second + "', which inputs.safetensors lacks");
     return t->second;
+  }
+
+  // Makes exactly the parameters named in params.trainable (model names, or
+  // LAVIS names mapped) require gradients, with cleared gradients.
+  void set_trainable(const json& params, bool lavis_names) {
+    std::set<std::string> trainable;
+    if (params.contains("trainable"))
+      for (const auto& n : params["trainable"]) {
+        auto name = n.get<std::string>();
+        if (lavis_names) {
+          auto m = io::lavis_to_hf(name);
+          if (!m) continue;
+          name = *m;
+        }
+        trainable.insert(name);
+      }
+    for (auto& p : model_->named_parameters()) {
+      p.value().set_requires_grad(trainable.count(p.key()) > 0);
+      p.value().mutable_grad() = torch::Tensor();
+    }
+  }
+
+  void add_grads(Results& r, bool lavis_names, const std::string& prefix) {
+    for (const auto& p : model_->named_parameters())
+      if (p.value().requires_grad() && p.value().grad().defined())
+        r[prefix + (lavis_names ? io::hf_to_lavis(p.key()) : p.key())] = p.value().grad().clone();
+  }
+
+  Results lm_loss_step(const Step& s) {
+    set_trainable(s.params, false);
+    auto out = blip2::lm_loss(*model_, in(s, "pixel_values"), in(s, "input_ids"), in(s, "attention_mask", false),
+                              in(s, "labels"));
+    out.loss.backward();
+    Results r;
+    r["loss"] = out.loss.detach();
+    r["logits"] = out.logits.detach();
+    if (out.decoder_input_ids.defined()) r["decoder_input_ids"] = out.decoder_input_ids;
+    add_grads(r, false, "");
+    r[""] = out.loss.detach();
+    return r;
+  }
+
+  Results shift_right_step(const Step& s) {
+    Results r;
+    r[""] = blip2::shift_right(in(s, "labels"), s.params.value("decoder_start_token_id", int64_t{0}),
+                               s.params.value("pad_token_id", int64_t{0}));
+    r["decoder_input_ids"] = r[""];
+    return r;
+  }
+
+  Results stage1_step(const Step& s) {
+    set_trainable(s.params, true);
+    Stage1Options o;
+    o.itc_label_smoothing = s.params.value("itc_label_smoothing", o.itc_label_smoothing);
+    o.itg_label_smoothing = s.params.value("itg_label_smoothing", o.itg_label_smoothing);
+    o.itm_label_smoothing = s.params.value("itm_label_smoothing", o.itm_label_smoothing);
+    o.diag_fill = s.params.value("diag_fill", o.diag_fill);
+    o.dec_token_id = s.params.value("bos_token_id", o.dec_token_id);
+    o.pad_token_id = s.params.value("pad_token_id", o.pad_token_id);
+    if (s.params.value("world_size", 1) != 1)
+      throw Error("stage1_loss replay supports world_size 1 (the golden single-process case)");
+    Stage1Inputs x;
+    x.vit_embeds = in(s, "vit_embeds");
+    x.text_ids = in(s, "text_input_ids");
+    x.text_mask = in(s, "text_attention_mask", false);
+    x.neg_image_idx = in(s, "neg_image_idx", false);
+    x.neg_text_idx = in(s, "neg_text_idx", false);
+    auto out = stage1_forward(*model_, x, o);
+    out.loss.backward();
+    Results r;
+    for (auto [n, t] : std::vector<std::pair<std::string, torch::Tensor>>{
+             {"loss", out.loss}, {"loss_itc", out.loss_itc}, {"loss_itm", out.loss_itm}, {"loss_lm", out.loss_lm},
+             {"itc.image_feats", out.image_feats}, {"itc.text_feat", out.text_feat}, {"itc.sim_i2t", out.sim_i2t},
+             {"itc.sim_t2i", out.sim_t2i}, {"itm.weights_i2t", out.weights_i2t}, {"itm.weights_t2i", out.weights_t2i},
+             {"itm.neg_image_idx", out.neg_image_idx}, {"itm.neg_text_idx", out.neg_text_idx},
+             {"itm.logits", out.itm_logits}, {"itm.labels", out.itm_labels}, {"itg.logits", out.itg_logits},
+             {"itg.labels", out.itg_labels}})
+      r[n] = t.detach();
+    add_grads(r, true, "grad.");
+    return r;
   }
 
   Results forward(const Step& s) {
@@ -225,6 +315,55 @@ class Replayer {
   std::map<std::string, torch::Tensor> inputs_;
 };
 
+json read_json(const fs::path& p);
+
+// A LAVIS stage-1 Q-Former checkpoint (qformer_config.json = BertConfig +
+// LAVIS's encoder_width / cross_attention_freq / query_length, weights with
+// LAVIS names): a feature-only model with the retrieval and ITG heads.
+Blip2Model load_lavis_qformer(const fs::path& dir, const json& meta, LoadReport* rep) {
+  json q = read_json(dir / "qformer_config.json");
+  auto store = io::TensorStore::open(dir.string());
+  Blip2Config c;
+  auto geti = [&](const char* k, int64_t& v) {
+    if (q.contains(k) && q[k].is_number_integer()) v = q[k].get<int64_t>();
+  };
+  geti("vocab_size", c.qformer.vocab_size);
+  geti("hidden_size", c.qformer.hidden_size);
+  geti("num_hidden_layers", c.qformer.num_hidden_layers);
+  geti("num_attention_heads", c.qformer.num_attention_heads);
+  geti("intermediate_size", c.qformer.intermediate_size);
+  geti("max_position_embeddings", c.qformer.max_position_embeddings);
+  geti("cross_attention_freq", c.qformer.cross_attention_frequency);
+  geti("encoder_width", c.qformer.encoder_hidden_size);
+  geti("pad_token_id", c.qformer.pad_token_id);
+  if (q.contains("layer_norm_eps")) c.qformer.layer_norm_eps = q["layer_norm_eps"].get<double>();
+  if (q.contains("hidden_act")) c.qformer.hidden_act = q["hidden_act"].get<std::string>();
+  c.qformer.use_qformer_text_input = true;
+  c.vision.hidden_size = c.qformer.encoder_hidden_size;
+  c.vision.num_attention_heads = 1;
+  // LAVIS's ln_vision is torch's LayerNorm (eps 1e-5) unless the case says otherwise.
+  c.vision.layer_norm_eps = meta.contains("dims") ? meta["dims"].value("ln_vision_eps", 1e-5) : 1e-5;
+  c.num_query_tokens = store.info("query_tokens").shape.at(1);
+  c.image_text_hidden_size = store.info("vision_proj.weight").shape.at(0);
+  Blip2Parts parts;
+  parts.language = false;
+  parts.retrieval = true;
+  parts.itg = true;
+  parts.vision_tower = false;
+  Blip2Model m(c, parts);
+  m->eval();
+  LoadOptions o;
+  o.names = NameStyle::kLavis;
+  load_weights(*m, store, o, rep);
+  return m;
+}
+
+Blip2Model load_case_model(const fs::path& dir, const json& meta, LoadReport* rep) {
+  if (!fs::exists(dir / "config.json") && fs::exists(dir / "qformer_config.json"))
+    return load_lavis_qformer(dir, meta, rep);
+  return load_blip2(dir.string(), {}, rep);
+}
+
 json read_json(const fs::path& p) {
   std::ifstream in(p);
   if (!in) throw Error("cannot read '" + p.string() + "'; a case directory holds meta.json");
@@ -312,14 +451,14 @@ VerifyResult verify_case(const std::string& case_dir, const VerifyOptions& optio
   if (needs_model) {
     LoadReport rep;
     try {
-      auto model = load_blip2(case_dir, {}, &rep);
+      auto model = load_case_model(dir, meta, &rep);
       result.load_seconds = rep.seconds;
       std::ostringstream os;
       os << "loaded " << rep.checkpoint << ": " << rep.tensors << " tensors (" << rep.zero_copy
          << " zero-copy), " << rep.file_bytes / 1024 << " KiB in " << rep.seconds * 1000 << " ms; resident memory "
          << rep.rss_before_kb / 1024 << " -> " << rep.rss_after_kb / 1024 << " MiB";
       log(os.str());
-      replayer = std::make_unique<Replayer>(model, inputs);
+      replayer = std::make_unique<Replayer>(model, inputs, outputs);
     } catch (const Error& e) {
       for (auto& err : errors) err = std::string("model load failed: ") + e.what();
     }

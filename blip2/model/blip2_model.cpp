@@ -2,10 +2,12 @@
 
 #include <chrono>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 
 #include "blip2/io/tensor_store.h"
+#include "blip2/io/weight_map.h"
 #include "blip2/nn/ops.h"
 #include "blip2/util/error.h"
 
@@ -24,11 +26,26 @@ Blip2Parts Blip2Parts::from_config(const Blip2Config& c) {
   return p;
 }
 
+TextDecoderHeadImpl::TextDecoderHeadImpl(const QFormerConfig& c) : act_(c.hidden_act) {
+  auto t = std::make_shared<torch::nn::Module>();
+  dense = t->register_module("dense", torch::nn::Linear(c.hidden_size, c.hidden_size));
+  layer_norm = t->register_module(
+      "LayerNorm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps)));
+  register_module("transform", t);
+  bias = register_parameter("bias", torch::zeros({c.vocab_size}));
+}
+
+torch::Tensor TextDecoderHeadImpl::forward(const torch::Tensor& h, const torch::Tensor& word_embeddings) {
+  auto x = layer_norm->forward(nn::activation(dense->forward(h), act_));
+  return F::linear(x, word_embeddings, bias);
+}
+
 Blip2ModelImpl::Blip2ModelImpl(const Blip2Config& config, Blip2Parts parts) : config_(config), parts_(parts) {
   config_.validate("Blip2Model config");
+  if (parts.itg) parts_.retrieval = parts.retrieval = true;
   if (parts.retrieval && !config_.qformer.use_qformer_text_input) config_.qformer.use_qformer_text_input = true;
   const auto& q = config_.qformer;
-  vision_model = register_module("vision_model", VisionEncoder(config_.vision));
+  vision_model = register_module("vision_model", VisionEncoder(config_.vision, parts.vision_tower));
   query_tokens = register_parameter("query_tokens", torch::zeros({1, config_.num_query_tokens, q.hidden_size}));
   qformer = register_module("qformer", QFormer(q));
   if (parts.language) {
@@ -46,6 +63,10 @@ Blip2ModelImpl::Blip2ModelImpl(const Blip2Config& config, Blip2Parts parts) : co
     text_projection =
         register_module("text_projection", torch::nn::Linear(q.hidden_size, config_.image_text_hidden_size));
     itm_head = register_module("itm_head", torch::nn::Linear(q.hidden_size, 2));
+  }
+  if (parts.itg) {
+    text_decoder_head = register_module("text_decoder_head", TextDecoderHead(q));
+    temp = register_parameter("temp", torch::full({}, 0.07));
   }
 }
 
@@ -215,18 +236,23 @@ bool is_tied_copy(const std::string& name, const Blip2ModelImpl& m) {
   return false;
 }
 
+// Checkpoint names by the model name they load into.
+using NameIndex = std::map<std::string, std::string>;
+
 // Tensors some checkpoints store under other names: returns the value for
 // `name` built from them, or an undefined tensor.
-torch::Tensor from_alias(const std::string& name, const io::TensorStore& store, std::set<std::string>* used) {
+torch::Tensor from_alias(const std::string& name, const io::TensorStore& store, const NameIndex& index,
+                         std::set<std::string>* used) {
   // Older HF / LAVIS ViT checkpoints: separate q_bias and v_bias, no K bias.
   const std::string suffix = "self_attn.qkv.bias";
   if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) {
     const std::string base = name.substr(0, name.size() - std::string("qkv.bias").size());
-    if (store.has(base + "q_bias") && store.has(base + "v_bias")) {
-      auto q = store.get(base + "q_bias"), v = store.get(base + "v_bias");
-      used->insert(base + "q_bias");
-      used->insert(base + "v_bias");
-      return torch::cat({q, torch::zeros_like(v), v});
+    auto q = index.find(base + "q_bias"), v = index.find(base + "v_bias");
+    if (q != index.end() && v != index.end()) {
+      auto qt = store.get(q->second), vt = store.get(v->second);
+      used->insert(q->second);
+      used->insert(v->second);
+      return torch::cat({qt, torch::zeros_like(vt), vt});
     }
   }
   return {};
@@ -251,25 +277,42 @@ void load_weights(Blip2ModelImpl& model, const io::TensorStore& store, const Loa
   rep.file_bytes = store.total_bytes();
   std::set<std::string> used;
   std::vector<std::string> missing;
+  // Index the checkpoint by model name (LAVIS names mapped to HF's).
+  const auto all = store.names();
+  bool lavis = options.names == NameStyle::kLavis;
+  if (options.names == NameStyle::kAuto)
+    for (const auto& n : all) lavis = lavis || io::looks_like_lavis(n);
+  NameIndex index;
+  for (const auto& n : all) {
+    if (!lavis) {
+      index[n] = n;
+      continue;
+    }
+    auto m = io::lavis_to_hf(n);
+    if (m) index[*m] = n;
+    else used.insert(n);  // buffers and tied copies carry nothing of their own
+  }
   auto params = model.named_parameters(true);
   for (auto& item : params) {
     const std::string& name = item.key();
     torch::Tensor& p = item.value();
     torch::Tensor src;
     bool mapped = false;
-    if (store.has(name)) {
-      src = store.get(name);
-      mapped = store.zero_copy(name);
-      used.insert(name);
+    auto hit = index.find(name);
+    if (hit != index.end()) {
+      src = store.get(hit->second);
+      mapped = store.zero_copy(hit->second);
+      used.insert(hit->second);
     } else {
-      src = from_alias(name, store, &used);
+      src = from_alias(name, store, index, &used);
     }
     if (!src.defined()) {
       missing.push_back(name);
       continue;
     }
     if (src.sizes() != p.sizes())
-      throw CheckpointError("tensor '" + name + "' in " + (store.has(name) ? store.file_of(name) : store.description()) +
+      throw CheckpointError("tensor '" + (hit != index.end() ? hit->second : name) + "' in " +
+                            (hit != index.end() ? store.file_of(hit->second) : store.description()) +
                             " has shape " + shape_str(src.sizes().vec()) + " but the config expects " +
                             shape_str(p.sizes().vec()) + "; the checkpoint does not match config.json");
     if (!src.is_floating_point())

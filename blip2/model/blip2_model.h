@@ -25,6 +25,8 @@ class TensorStore;
 struct Blip2Parts {
   bool language = true;    // language_projection + language_model
   bool retrieval = false;  // embeddings, vision/text projections, itm_head
+  bool itg = false;        // stage-1 training heads: text_decoder_head (ITG) and temp (ITC)
+  bool vision_tower = true;  // false: only post_layernorm (ln_vision), fed with ViT features
   // From config.architectures (Blip2ForImageTextRetrieval -> retrieval, ...).
   static Blip2Parts from_config(const Blip2Config& c);
 };
@@ -50,6 +52,23 @@ struct ItcOutput {
   torch::Tensor logits_per_image;        // (Bi, Bt) max over queries, no temperature
   torch::Tensor text_last_hidden_state;  // (Bt, T, D)
 };
+
+// The Q-Former's text-generation head for ITG (BERT's LM prediction head,
+// LAVIS Qformer.cls.predictions): dense + act + LayerNorm, then the word
+// embedding matrix (tied) plus a bias.
+class TextDecoderHeadImpl : public torch::nn::Module {
+ public:
+  explicit TextDecoderHeadImpl(const QFormerConfig& c);
+  // h (B, T, D), word_embeddings (V, D) -> logits (B, T, V)
+  torch::Tensor forward(const torch::Tensor& h, const torch::Tensor& word_embeddings);
+  torch::nn::Linear dense{nullptr};
+  torch::nn::LayerNorm layer_norm{nullptr};
+  torch::Tensor bias;
+
+ private:
+  std::string act_;
+};
+TORCH_MODULE(TextDecoderHead);
 
 class Blip2ModelImpl : public torch::nn::Module {
  public:
@@ -92,6 +111,8 @@ class Blip2ModelImpl : public torch::nn::Module {
   std::shared_ptr<LanguageModel> language_model;
   QFormerTextEmbeddings embeddings{nullptr};
   torch::nn::Linear vision_projection{nullptr}, text_projection{nullptr}, itm_head{nullptr};
+  TextDecoderHead text_decoder_head{nullptr};
+  torch::Tensor temp;  // () ITC temperature (LAVIS init 0.07)
 
  private:
   void require_language(const char* what) const;
@@ -101,10 +122,13 @@ class Blip2ModelImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Blip2Model);
 
+enum class NameStyle { kAuto, kHuggingFace, kLavis };
+
 struct LoadOptions {
   torch::ScalarType dtype = torch::kFloat;  // compute dtype of the weights
   torch::Device device = torch::kCPU;
   bool strict = true;  // unexpected checkpoint tensors are an error
+  NameStyle names = NameStyle::kAuto;  // kAuto: LAVIS names are recognised and mapped
 };
 
 struct LoadReport {

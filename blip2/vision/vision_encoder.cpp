@@ -99,13 +99,15 @@ torch::Tensor VisionLayerImpl::forward(const torch::Tensor& x) {
   return h + mlp->forward(layer_norm2->forward(h));
 }
 
-VisionEncoderImpl::VisionEncoderImpl(const VisionConfig& c) : config_(c) {
-  embeddings = register_module("embeddings", VisionEmbeddings(c));
-  layers = torch::nn::ModuleList();
-  for (int64_t i = 0; i < c.num_hidden_layers; ++i) layers->push_back(VisionLayer(c));
-  auto enc = std::make_shared<torch::nn::Module>();
-  enc->register_module("layers", layers);
-  register_module("encoder", enc);
+VisionEncoderImpl::VisionEncoderImpl(const VisionConfig& c, bool with_tower) : config_(c) {
+  if (with_tower) {
+    embeddings = register_module("embeddings", VisionEmbeddings(c));
+    layers = torch::nn::ModuleList();
+    for (int64_t i = 0; i < c.num_hidden_layers; ++i) layers->push_back(VisionLayer(c));
+    auto enc = std::make_shared<torch::nn::Module>();
+    enc->register_module("layers", layers);
+    register_module("encoder", enc);
+  }
   post_layernorm = register_module(
       "post_layernorm",
       torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps)));
@@ -113,6 +115,9 @@ VisionEncoderImpl::VisionEncoderImpl(const VisionConfig& c) : config_(c) {
 
 VisionOutput VisionEncoderImpl::forward(const torch::Tensor& pixel_values, bool output_hidden_states,
                                         bool interpolate_pos_encoding) {
+  if (!has_tower())
+    throw InputError("[VisionEncoder] this model was built without the image encoder (feature-only); "
+                     "pass precomputed image features instead of pixel_values");
   VisionOutput out;
   auto h = embeddings->forward(pixel_values, interpolate_pos_encoding);  // (B, N+1, Dv)
   if (output_hidden_states) out.hidden_states.push_back(h);

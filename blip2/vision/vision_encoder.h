@@ -71,7 +71,10 @@ TORCH_MODULE(VisionLayer);
 
 class VisionEncoderImpl : public torch::nn::Module {
  public:
-  explicit VisionEncoderImpl(const VisionConfig& c);
+  // with_tower=false builds only post_layernorm: a feature-only model fed with
+  // precomputed ViT outputs (stage-1 training on cached features).
+  explicit VisionEncoderImpl(const VisionConfig& c, bool with_tower = true);
+  bool has_tower() const { return !embeddings.is_empty(); }
   VisionOutput forward(const torch::Tensor& pixel_values, bool output_hidden_states = false,
                        bool interpolate_pos_encoding = false);
   const VisionConfig& config() const { return config_; }

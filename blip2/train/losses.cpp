@@ -1,0 +1,147 @@
+#include "blip2/train/losses.h"
+
+#include "blip2/nn/ops.h"
+#include "blip2/util/error.h"
+
+namespace blip2 {
+
+namespace F = torch::nn::functional;
+
+Collective& local_collective() {
+  static Collective c;
+  return c;
+}
+
+torch::Tensor shift_right(const torch::Tensor& labels, int64_t start, int64_t pad) {
+  auto out = torch::full_like(labels, start);
+  out.slice(1, 1) = labels.slice(1, 0, labels.size(1) - 1);
+  return out.masked_fill(out == -100, pad);
+}
+
+namespace {
+
+torch::Tensor cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets, double smoothing) {
+  return F::cross_entropy(logits.reshape({-1, logits.size(-1)}).to(torch::kFloat), targets.reshape({-1}),
+                          F::CrossEntropyFuncOptions().ignore_index(-100).label_smoothing(smoothing));
+}
+
+}  // namespace
+
+LmLossOutput lm_loss(Blip2ModelImpl& model, const torch::Tensor& pixel_values, const torch::Tensor& input_ids,
+                     const torch::Tensor& attention_mask, const torch::Tensor& labels) {
+  nn::check_shape(labels, {input_ids.size(0), -1}, "lm_loss", "labels", "one label row per prompt");
+  LmLossOutput out;
+  if (model.language_model->is_encoder_decoder()) {
+    const auto& t5 = model.config().text.t5;
+    out.decoder_input_ids = shift_right(labels, t5.decoder_start_token_id, t5.pad_token_id);
+    auto f = model.forward(pixel_values, input_ids, attention_mask, out.decoder_input_ids);
+    out.logits = f.lm.logits;
+    out.loss = cross_entropy(out.logits, labels, 0.0);
+  } else {
+    nn::check_shape(labels, {input_ids.size(0), input_ids.size(1)}, "lm_loss", "labels",
+                    "decoder-only labels align with input_ids");
+    auto f = model.forward(pixel_values, input_ids, attention_mask);
+    const auto T = labels.size(1);
+    out.logits = f.lm.logits.slice(1, f.lm.logits.size(1) - T);  // text positions only
+    out.loss = cross_entropy(out.logits.slice(1, 0, T - 1), labels.slice(1, 1), 0.0);
+  }
+  return out;
+}
+
+Stage1Output stage1_forward(Blip2ModelImpl& model, const Stage1Inputs& in, const Stage1Options& o,
+                            Collective& coll) {
+  if (model.text_decoder_head.is_empty() || model.embeddings.is_empty())
+    throw InputError("stage-1 training needs the retrieval and ITG heads; build the model with Blip2Parts{.itg=true}");
+  const auto& cfg = model.config();
+  torch::Tensor vit = in.vit_embeds;
+  if (!vit.defined()) {
+    if (!in.pixel_values.defined()) throw InputError("[stage1] give pixel_values or vit_embeds");
+    // Run the ViT tower without its post_layernorm: that is ln_vision, trained below.
+    torch::NoGradGuard frozen;
+    auto v = model.vision_model->forward(in.pixel_values, true);
+    vit = v.hidden_states.back();
+  }
+  nn::check_shape(vit, {-1, -1, cfg.vision.hidden_size}, "stage1", "vit_embeds", "check vision_config.hidden_size");
+  nn::check_shape(in.text_ids, {vit.size(0), -1}, "stage1", "text_ids", "one caption per image");
+  const int64_t B = vit.size(0), Q = cfg.num_query_tokens, rank = coll.rank();
+  auto text_mask = in.text_mask.defined() ? in.text_mask.to(torch::kLong) : torch::ones_like(in.text_ids);
+
+  {
+    torch::NoGradGuard g;
+    model.temp.clamp_(0.001, 0.5);
+  }
+  Stage1Output out;
+  auto image_embeds = model.vision_model->post_layernorm->forward(vit);  // ln_vision, (B, N, Dv)
+  auto queries = model.query_tokens.expand({B, -1, -1});
+  auto q_last = model.qformer->forward(queries, Q, {}, image_embeds).last_hidden_state;  // (B, Q, D)
+  out.image_feats = F::normalize(model.vision_projection->forward(q_last), F::NormalizeFuncOptions().dim(-1));
+  auto t_emb = model.embeddings->forward(in.text_ids);
+  auto t_last = model.qformer->forward(t_emb, 0, nn::padding_bias(text_mask, t_emb.scalar_type(), -10000.0))
+                    .last_hidden_state;  // (B, T, D)
+  out.text_feat = F::normalize(model.text_projection->forward(t_last.select(1, 0)), F::NormalizeFuncOptions().dim(-1));
+
+  // ---- ITC: max over queries, in-batch negatives gathered from all ranks.
+  auto image_feats_all = coll.all_gather(out.image_feats);  // (B*W, Q, E)
+  auto text_feat_all = coll.all_gather(out.text_feat);      // (B*W, E)
+  out.sim_i2t = std::get<0>(torch::einsum("bqe,te->btq", {out.image_feats, text_feat_all}).max(-1)) / model.temp;
+  out.sim_t2i = std::get<0>(torch::einsum("be,tqe->btq", {out.text_feat, image_feats_all}).max(-1)) / model.temp;
+  auto targets = torch::arange(rank * B, rank * B + B, torch::TensorOptions().dtype(torch::kLong).device(vit.device()));
+  out.loss_itc = (cross_entropy(out.sim_i2t, targets, o.itc_label_smoothing) +
+                  cross_entropy(out.sim_t2i, targets, o.itc_label_smoothing)) / 2;
+
+  // ---- ITM with hard negatives drawn from the ITC similarities.
+  auto text_ids_all = coll.all_gather(in.text_ids);
+  auto text_mask_all = coll.all_gather(text_mask);
+  auto image_embeds_all = coll.all_gather_with_grad(image_embeds);
+  {
+    torch::NoGradGuard g;
+    auto diag = [&](torch::Tensor s) {
+      s = s.detach().clone();
+      s.slice(1, rank * B, rank * B + B).diagonal().fill_(o.diag_fill);
+      return s.softmax(1);
+    };
+    out.weights_t2i = diag(out.sim_t2i);
+    out.weights_i2t = diag(out.sim_i2t);
+    // LAVIS draws the negative image of every text first, then the negative texts.
+    out.neg_image_idx = in.neg_image_idx.defined()
+                            ? in.neg_image_idx.to(torch::kLong)
+                            : at::multinomial(out.weights_t2i.to(torch::kCPU), 1, false, in.generator).view({-1});
+    out.neg_text_idx = in.neg_text_idx.defined()
+                           ? in.neg_text_idx.to(torch::kLong)
+                           : at::multinomial(out.weights_i2t.to(torch::kCPU), 1, false, in.generator).view({-1});
+  }
+  auto dev = vit.device();
+  auto neg_img = out.neg_image_idx.to(dev), neg_txt = out.neg_text_idx.to(dev);
+  auto itm_ids = torch::cat({in.text_ids, in.text_ids, text_ids_all.index_select(0, neg_txt)}, 0);
+  auto itm_mask = torch::cat({text_mask, text_mask, text_mask_all.index_select(0, neg_txt)}, 0);
+  auto itm_images = torch::cat({image_embeds, image_embeds_all.index_select(0, neg_img), image_embeds}, 0);
+  auto itm_emb = model.embeddings->forward(itm_ids, model.query_tokens.expand({3 * B, -1, -1}));
+  auto itm_full_mask = torch::cat({torch::ones({3 * B, Q}, itm_mask.options()), itm_mask}, 1);
+  auto itm_h = model.qformer
+                   ->forward(itm_emb, Q, nn::padding_bias(itm_full_mask, itm_emb.scalar_type(), -10000.0), itm_images)
+                   .last_hidden_state;
+  out.itm_logits = model.itm_head->forward(itm_h.slice(1, 0, Q)).mean(1);
+  out.itm_labels = torch::cat({torch::ones({B}, torch::kLong), torch::zeros({2 * B}, torch::kLong)}).to(dev);
+  out.loss_itm = cross_entropy(out.itm_logits, out.itm_labels, o.itm_label_smoothing);
+
+  // ---- ITG: [DEC] + text, queries see queries, text sees queries and earlier text.
+  auto dec_ids = in.text_ids.clone();
+  dec_ids.select(1, 0).fill_(o.dec_token_id);
+  auto labels = dec_ids.masked_fill(dec_ids == o.pad_token_id, -100);
+  auto itg_emb = model.embeddings->forward(dec_ids, queries);
+  auto itg_mask = torch::cat({torch::ones({B, Q}, text_mask.options()), text_mask}, 1);
+  auto itg_bias = qformer_self_attention_bias(itg_mask, Q, QFormerMask::kMultimodalCausal, itg_emb.scalar_type());
+  auto itg_h = model.qformer->forward(itg_emb, Q, itg_bias, image_embeds).last_hidden_state;
+  auto text_h = itg_h.slice(1, Q);
+  auto logits = model.text_decoder_head->forward(text_h, model.embeddings->word_embeddings->weight);
+  const auto T = dec_ids.size(1);
+  out.itg_logits = logits.slice(1, 0, T - 1);
+  out.itg_labels = labels.slice(1, 1);
+  out.loss_lm = cross_entropy(out.itg_logits, out.itg_labels, o.itg_label_smoothing);
+
+  auto zero = torch::zeros({}, out.loss_itc.options());
+  out.loss = (o.use_itc ? out.loss_itc : zero) + (o.use_itm ? out.loss_itm : zero) + (o.use_itg ? out.loss_lm : zero);
+  return out;
+}
+
+}  // namespace blip2

@@ -1,0 +1,67 @@
+// Training objectives of BLIP-2.
+//   Stage 1 (LAVIS Blip2Qformer.forward): ITC + ITM (hard negatives) + ITG.
+//   Stage 2: the LM loss through the frozen LLM (HF Blip2ForConditionalGeneration
+//   semantics for labels; T5 gets decoder inputs = shift_right(labels)).
+#pragma once
+
+#include <torch/torch.h>
+
+#include "blip2/model/blip2_model.h"
+#include "blip2/train/collective.h"
+
+namespace blip2 {
+
+// ---- stage 2 -----------------------------------------------------------
+struct LmLossOutput {
+  torch::Tensor loss;               // () mean CE over non-ignored targets
+  torch::Tensor logits;             // decoder-only: (B, T, V) text positions; enc-dec: (B, L, V)
+  torch::Tensor decoder_input_ids;  // enc-dec: shift_right(labels)
+};
+
+// labels (B, T): -100 = ignored. Decoder-only: labels align with input_ids
+// and are shifted inside (position t predicts t+1; queries never targets).
+// Encoder-decoder: labels are the decoder targets; input_ids go to the encoder.
+LmLossOutput lm_loss(Blip2ModelImpl& model, const torch::Tensor& pixel_values, const torch::Tensor& input_ids,
+                     const torch::Tensor& attention_mask, const torch::Tensor& labels);
+
+// T5's _shift_right: [start] + labels[:, :-1], -100 -> pad.
+torch::Tensor shift_right(const torch::Tensor& labels, int64_t decoder_start_token_id, int64_t pad_token_id);
+
+// ---- stage 1 -----------------------------------------------------------
+struct Stage1Options {
+  double itc_label_smoothing = 0.1;
+  double itg_label_smoothing = 0.1;
+  double itm_label_smoothing = 0.0;
+  double diag_fill = -10000.0;  // own pair excluded from hard-negative sampling
+  int64_t dec_token_id = 30522; // [DEC], the ITG start token (LAVIS: appended to bert-base-uncased)
+  int64_t pad_token_id = 0;
+  bool use_itc = true, use_itm = true, use_itg = true;
+};
+
+struct Stage1Inputs {
+  // Either pixel_values (B, C, H, W) through the frozen ViT, or vit_embeds
+  // (B, N, Dv): the ViT's output before ln_vision (post_layernorm).
+  torch::Tensor pixel_values, vit_embeds;
+  torch::Tensor text_ids, text_mask;  // (B, T) Q-Former tokens: [CLS] ... [SEP] pad
+  // Optional fixed hard negatives (B,) (reference replays); otherwise drawn
+  // from the ITC softmax with `generator`.
+  torch::Tensor neg_image_idx, neg_text_idx;
+  torch::Generator generator;
+};
+
+struct Stage1Output {
+  torch::Tensor loss, loss_itc, loss_itm, loss_lm;  // ()
+  torch::Tensor image_feats;  // (B, Q, E)
+  torch::Tensor text_feat;    // (B, E)
+  torch::Tensor sim_i2t, sim_t2i;          // (B, B*world) / temp
+  torch::Tensor weights_i2t, weights_t2i;  // (B, B*world) sampling weights
+  torch::Tensor neg_image_idx, neg_text_idx;
+  torch::Tensor itm_logits, itm_labels;    // (3B, 2), (3B,)
+  torch::Tensor itg_logits, itg_labels;    // (B, T-1, V), (B, T-1)
+};
+
+// The model needs parts retrieval + itg. Clamps temp to [0.001, 0.5] first (LAVIS).
+Stage1Output stage1_forward(Blip2ModelImpl& model, const Stage1Inputs& in, const Stage1Options& options,
+                            Collective& collective = local_collective());
+
+}  // namespace blip2
