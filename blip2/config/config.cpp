@@ -145,6 +145,8 @@ Blip2Config Blip2Config::from_json_string(const std::string& text, const std::st
     r.i64("cross_attention_frequency", q.cross_attention_frequency);
     r.i64("encoder_hidden_size", q.encoder_hidden_size);
     r.boolean("use_qformer_text_input", q.use_qformer_text_input);
+    r.f64("hidden_dropout_prob", q.hidden_dropout_prob);
+    r.f64("attention_probs_dropout_prob", q.attention_probs_dropout_prob);
   }
   {
     const json& t = sub_object(root, "text_config", source);
@@ -244,6 +246,10 @@ void Blip2Config::validate(const std::string& source) const {
     throw ConfigError(s + "qformer_config.position_embedding_type '" +
                       qformer.position_embedding_type + "' is not supported (only 'absolute')");
   known_activation(qformer.hidden_act, s + "qformer_config.hidden_act");
+  for (auto [v, n] : {std::pair<double, const char*>{qformer.hidden_dropout_prob, "hidden_dropout_prob"},
+                      {qformer.attention_probs_dropout_prob, "attention_probs_dropout_prob"}})
+    if (!(v >= 0 && v < 1))
+      throw ConfigError(s + "qformer_config." + n + " must be in [0, 1), got " + std::to_string(v));
   if (qformer.encoder_hidden_size != vision.hidden_size)
     throw ConfigError(s + "qformer_config.encoder_hidden_size (" +
                       std::to_string(qformer.encoder_hidden_size) +
@@ -335,7 +341,9 @@ std::string Blip2Config::to_json_string() const {
                          {"position_embedding_type", qformer.position_embedding_type},
                          {"cross_attention_frequency", qformer.cross_attention_frequency},
                          {"encoder_hidden_size", qformer.encoder_hidden_size},
-                         {"use_qformer_text_input", qformer.use_qformer_text_input}};
+                         {"use_qformer_text_input", qformer.use_qformer_text_input},
+                         {"hidden_dropout_prob", qformer.hidden_dropout_prob},
+                         {"attention_probs_dropout_prob", qformer.attention_probs_dropout_prob}};
   if (text.model_type == "opt") {
     const auto& o = text.opt;
     j["text_config"] = {{"model_type", "opt"},

@@ -45,6 +45,8 @@ struct QFormerConfig {
   int64_t cross_attention_frequency = 2;
   int64_t encoder_hidden_size = 1408;
   bool use_qformer_text_input = false;
+  double hidden_dropout_prob = 0.1;           // active only in training mode
+  double attention_probs_dropout_prob = 0.1;  // active only in training mode
 
   int64_t head_dim() const { return hidden_size / num_attention_heads; }
   bool has_cross_attention(int64_t layer) const { return layer % cross_attention_frequency == 0; }

@@ -56,7 +56,6 @@ std::unordered_map<std::string, int64_t> vocab_from_json(const nlohmann::json& j
       throw ConfigError("[BpeTokenizer] " + where + ": entry \"" + it.key() + "\" has value " + v.dump() +
                         "; expected a non-negative integer id");
     }
-    text::validate_utf8(it.key(), where + " token");
     vocab[it.key()] = v.get<int64_t>();
   }
   if (vocab.empty()) throw ConfigError("[BpeTokenizer] " + where + " is empty; expected {token: id} entries");
@@ -170,7 +169,8 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_tokenizer_json(const nlohmann::
       throw bad(std::string("model.") + key + " is " + model[key].dump());
     }
   }
-  if (model.value("byte_fallback", false)) throw bad("model.byte_fallback is true");
+  if (model.contains("byte_fallback") && model["byte_fallback"].is_boolean() && model["byte_fallback"].get<bool>())
+    throw bad("model.byte_fallback is true");
   const nlohmann::json pre = tj.value("pre_tokenizer", nlohmann::json());
   if (!pre.is_object() || pre.value("type", "") != "ByteLevel") {
     throw bad("pre_tokenizer is " + pre.dump() + ", expected {\"type\": \"ByteLevel\"}");

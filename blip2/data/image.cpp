@@ -101,8 +101,19 @@ struct PngSource {
   size_t size;
   size_t pos;
   int hit_eof;
+  int in_rows;         // reading pixel data (padding allowed, see png_read_cb)
+  size_t padded;       // zero bytes supplied past the end of the data
+  int bad_checksum;    // zlib reported an Adler-32 mismatch (as a warning)
   char message[256];
 };
+
+// Pillow decodes a PNG as soon as all pixel data has been inflated: a file
+// that ends inside the final zlib checksum / IDAT CRC (at most 8 bytes) still
+// decodes. libpng reads IDAT in blocks, so past-the-end bytes of the last
+// block are supplied as zeros, up to 8 in total; any larger shortfall is a
+// truncation error. Zeros can only land in the Adler-32 / CRC fields there,
+// never in deflate data, and the rows must all complete anyway.
+constexpr size_t kPngMaxPadding = 8;
 
 struct PngLayout {
   png_uint_32 width, height;
@@ -115,9 +126,18 @@ struct PngLayout {
 
 void png_read_cb(png_structp png, png_bytep out, size_t n) {
   auto* src = static_cast<PngSource*>(png_get_io_ptr(png));
-  if (n > src->size - src->pos) {
-    src->hit_eof = 1;
-    png_error(png, "unexpected end of file");
+  const size_t avail = src->size - src->pos;
+  if (n > avail) {
+    const size_t missing = n - avail;
+    if (!src->in_rows || src->padded + missing > kPngMaxPadding) {
+      src->hit_eof = 1;
+      png_error(png, "unexpected end of file");
+    }
+    std::memcpy(out, src->data + src->pos, avail);
+    std::memset(out + avail, 0, missing);
+    src->pos = src->size;
+    src->padded += missing;
+    return;
   }
   std::memcpy(out, src->data + src->pos, n);
   src->pos += n;
@@ -129,7 +149,13 @@ void png_error_cb(png_structp png, png_const_charp msg) {
   png_longjmp(png, 1);
 }
 
-void png_warning_cb(png_structp, png_const_charp) {}  // ancillary-chunk noise; Pillow ignores it too
+// Warnings are ancillary-chunk noise (Pillow ignores them too), except a zlib
+// checksum mismatch, which libpng downgrades to a warning once all rows are
+// read but Pillow reports as "broken data stream".
+void png_warning_cb(png_structp png, png_const_charp msg) {
+  auto* src = static_cast<PngSource*>(png_get_error_ptr(png));
+  if (src && msg && std::strstr(msg, "incorrect data check")) src->bad_checksum = 1;
+}
 
 // Stage 1a: signature, IHDR and all chunks before IDAT. Stages return 0, or
 // -1 with PngSource::message set.
@@ -162,6 +188,9 @@ int png_stage_setup(png_structp png, png_infop info, PngLayout* lay) {
     png_set_expand_gray_1_2_4_to_8(png);  // 1/2/4-bit gray scaled to 0..255, as Pillow's 1/L;2/L;4
   }
   // No tRNS expansion, no 16-bit stripping (done per row below), no gamma.
+  // Like Pillow, CRCs are checked for the chunks before the image data (read
+  // above) but not for IDAT.
+  png_set_crc_action(png, PNG_CRC_QUIET_USE, PNG_CRC_DEFAULT);
   if (lay->interlace != PNG_INTERLACE_NONE) png_set_interlace_handling(png);
   png_read_update_info(png, info);
   lay->out_bit_depth = png_get_bit_depth(png, info);
@@ -255,15 +284,19 @@ struct PngGuard {
 };
 
 std::string png_failure(const PngSource& src) {
-  if (src.hit_eof) {
-    return "PNG data ends early (" + std::to_string(src.size) +
-           " bytes read, more expected); the file is truncated, re-download or re-export it";
+  if (src.hit_eof || src.padded) {
+    return "PNG data ends early (" + std::to_string(src.size) + " bytes, libpng: \"" + src.message +
+           "\"); the file is truncated, re-download or re-export it";
   }
   return std::string("corrupt PNG data: libpng says \"") + src.message +
          "\"; expected a valid PNG, re-export the image";
 }
 
-Image decode_png(const uint8_t* data, size_t size, const std::string& name, const DecodeOptions& opt) {
+// One decoding attempt. Returns false (instead of throwing) when the data
+// ended inside the final zlib checksum and zlib rejected the zero padding: the
+// caller retries with the checksum check off (the pixel data was complete).
+bool decode_png_once(const uint8_t* data, size_t size, const std::string& name, const DecodeOptions& opt,
+                     bool ignore_adler, Image& out) {
   PngSource src{};
   src.data = data;
   src.size = size;
@@ -276,6 +309,9 @@ Image decode_png(const uint8_t* data, size_t size, const std::string& name, cons
   // Size is bounded by DecodeOptions::max_pixels (checked before any row
   // buffer exists), not by libpng's default 1e6 x 1e6 limit; Pillow has none.
   png_set_user_limits(g.png, PNG_UINT_31_MAX, PNG_UINT_31_MAX);
+#ifdef PNG_IGNORE_ADLER32
+  if (ignore_adler) png_set_option(g.png, PNG_IGNORE_ADLER32, PNG_OPTION_ON);
+#endif
 
   PngLayout lay{};
   if (png_stage_header(g.png, g.info, &lay) != 0) fail(name, png_failure(src));
@@ -291,18 +327,35 @@ Image decode_png(const uint8_t* data, size_t size, const std::string& name, cons
   img.width = static_cast<int>(lay.width);
   img.height = static_cast<int>(lay.height);
   img.rgb.resize(img.num_pixels() * 3);
+  src.in_rows = 1;
+  auto rows_failed = [&]() -> bool {  // true: retry without the checksum check
+    if (src.padded && !src.hit_eof && !ignore_adler && std::strstr(src.message, "incorrect data check")) return true;
+    fail(name, png_failure(src));
+  };
   if (lay.interlace == PNG_INTERLACE_NONE) {
     std::vector<uint8_t> row(lay.rowbytes);
-    if (png_stage_rows(g.png, &lay, row.data(), img.rgb.data()) != 0) fail(name, png_failure(src));
+    if (png_stage_rows(g.png, &lay, row.data(), img.rgb.data()) != 0 && rows_failed()) return false;
   } else {
     std::vector<uint8_t> raw(lay.rowbytes * lay.height);
     std::vector<png_bytep> rows(lay.height);
     for (png_uint_32 y = 0; y < lay.height; ++y) rows[y] = raw.data() + y * lay.rowbytes;
-    if (png_stage_image(g.png, rows.data()) != 0) fail(name, png_failure(src));
+    if (png_stage_image(g.png, rows.data()) != 0 && rows_failed()) return false;
     const size_t out_stride = static_cast<size_t>(lay.width) * 3;
     for (png_uint_32 y = 0; y < lay.height; ++y) png_convert_row(&lay, rows[y], img.rgb.data() + y * out_stride);
   }
+  if (src.bad_checksum && src.padded == 0) {
+    fail(name, "corrupt PNG data: the zlib checksum of the image data does not match (libpng: "
+               "\"incorrect data check\"); expected a valid PNG, re-export the image");
+  }
   // Like Pillow, chunks after the image data (up to IEND) are not required.
+  out = std::move(img);
+  return true;
+}
+
+Image decode_png(const uint8_t* data, size_t size, const std::string& name, const DecodeOptions& opt) {
+  Image img;
+  if (!decode_png_once(data, size, name, opt, /*ignore_adler=*/false, img))
+    decode_png_once(data, size, name, opt, /*ignore_adler=*/true, img);
   return img;
 }
 
@@ -317,6 +370,54 @@ struct TjGuard {
   }
 };
 
+// Whether the marker structure of the JPEG at `d` reaches its EOI marker
+// within the data (the way libjpeg walks it: length-prefixed segments, and
+// entropy-coded data after SOS up to the next marker that is not a stuffed
+// 0xFF00 or RSTn). Pillow reports "image file is truncated" exactly when the
+// data ends before EOI; TurboJPEG only shows its last message, which after a
+// premature end can be any later warning or error, so this decides instead.
+bool jpeg_reaches_eoi(const uint8_t* d, size_t n) {
+  size_t i = 2;  // after SOI
+  while (true) {
+    while (i < n && d[i] != 0xFF) ++i;  // stray bytes (libjpeg warns and skips)
+    while (i < n && d[i] == 0xFF) ++i;  // fill bytes
+    if (i >= n) return false;
+    const uint8_t m = d[i++];
+    if (m == 0xD9) return true;                                      // EOI
+    if (m == 0x00 || m == 0x01 || m == 0xD8 || (m >= 0xD0 && m <= 0xD7)) continue;  // no length
+    if (i + 2 > n) return false;
+    const size_t len = (size_t(d[i]) << 8) | d[i + 1];
+    if (len < 2) return true;  // corrupt, not truncated: libjpeg reports it
+    if (len > n - i) return false;
+    i += len;
+    if (m == 0xDA) {  // SOS: skip the entropy-coded segment
+      while (i + 1 < n) {
+        if (d[i] == 0xFF) {
+          const uint8_t nx = d[i + 1];
+          if (nx != 0x00 && nx != 0xFF && !(nx >= 0xD0 && nx <= 0xD7)) break;
+        }
+        ++i;
+      }
+      if (i + 1 >= n) return false;
+    }
+  }
+}
+
+// libjpeg's warning texts (JWRN_*): everything else TurboJPEG reports is fatal.
+bool is_libjpeg_warning(const std::string& msg) {
+  static const char* kPrefixes[] = {"Corrupt JPEG data", "Warning:", "Premature end of JPEG file",
+                                    "Inconsistent progression sequence", "Invalid SOS parameters",
+                                    "Unknown Adobe color transform", "Application transferred too many"};
+  for (const char* p : kPrefixes)
+    if (msg.rfind(p, 0) == 0) return true;
+  return false;
+}
+
+[[noreturn]] void fail_jpeg_truncated(const std::string& name) {
+  fail(name, "JPEG data ends before its end-of-image marker; the file is truncated, re-download or "
+             "re-export it");
+}
+
 inline uint8_t muldiv255(int a, int b) {
   const int t = a * b + 128;
   return static_cast<uint8_t>(((t >> 8) + t) >> 8);
@@ -327,7 +428,12 @@ Image decode_jpeg(const uint8_t* data, size_t size, const std::string& name, con
   g.h = tjInitDecompress();
   if (!g.h) fail(name, std::string("TurboJPEG could not create a decoder: ") + tjGetErrorStr2(nullptr));
   int w = 0, h = 0, subsamp = 0, colorspace = 0;
-  if (tjDecompressHeader3(g.h, data, static_cast<unsigned long>(size), &w, &h, &subsamp, &colorspace) != 0) {
+  const bool complete = jpeg_reaches_eoi(data, size);
+  if (tjDecompressHeader3(g.h, data, static_cast<unsigned long>(size), &w, &h, &subsamp, &colorspace) != 0 &&
+      !(tjGetErrorCode(g.h) == TJERR_WARNING && is_libjpeg_warning(tjGetErrorStr2(g.h)) && w > 0 && h > 0)) {
+    // (-1 with only a warning, e.g. stray bytes before a marker, still filled
+    // in the header fields; Pillow tolerates such files.)
+    if (!complete) fail_jpeg_truncated(name);
     fail(name, std::string("corrupt or truncated JPEG header: TurboJPEG says \"") + tjGetErrorStr2(g.h) +
                    "\"; expected a baseline or progressive 8-bit JPEG, re-export the image");
   }
@@ -342,16 +448,15 @@ Image decode_jpeg(const uint8_t* data, size_t size, const std::string& name, con
   // cannot take unbounded time.
   const int flags = TJFLAG_LIMITSCANS;
   if (tjDecompress2(g.h, data, static_cast<unsigned long>(size), buf.data(), w, 0, h, pf, flags) != 0) {
+    // -1 also reports warnings. libjpeg pads a truncated stream with gray and
+    // warns; Pillow raises "image file is truncated" there. Other warnings
+    // (e.g. extraneous bytes before a marker) Pillow tolerates, and so do we.
+    // The error code stays TJERR_WARNING when a fatal error follows a
+    // warning, so the text of the last message decides.
     const std::string msg = tjGetErrorStr2(g.h);
-    if (tjGetErrorCode(g.h) == TJERR_WARNING) {
-      // libjpeg pads a truncated stream with gray and warns; Pillow raises
-      // "image file is truncated" there. Other warnings (e.g. extraneous bytes)
-      // are tolerated by Pillow, so they are here.
-      if (msg.find("Premature end") != std::string::npos) {
-        fail(name, "JPEG data ends early (libjpeg: \"" + msg +
-                       "\"); the file is truncated, re-download or re-export it");
-      }
-    } else {
+    const bool warning_only = tjGetErrorCode(g.h) == TJERR_WARNING && is_libjpeg_warning(msg);
+    if (!complete || msg.rfind("Premature end of JPEG file", 0) == 0) fail_jpeg_truncated(name);
+    if (!warning_only) {
       fail(name, "corrupt JPEG data: TurboJPEG says \"" + msg +
                      "\"; expected a decodable 8-bit JPEG, re-export the image");
     }

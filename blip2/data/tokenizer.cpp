@@ -546,21 +546,21 @@ std::vector<std::string> Tokenizer::split_on_added_tokens(const std::string& tex
   if (start < text.size()) pieces.push_back(text.substr(start));
 
   // lstrip / rstrip / single_word, in HF's order.
-  for (size_t i = 0; i < pieces.size(); ++i) {
-    auto it = added_encoder_.find(pieces[i]);
+  for (size_t k = 0; k < pieces.size(); ++k) {
+    auto it = added_encoder_.find(pieces[k]);
     if (it == added_encoder_.end()) continue;
     const AddedToken& token = added_decoder_.at(it->second);
-    const std::string piece = pieces[i];
-    const std::string left = i > 0 ? pieces[i - 1] : std::string();
-    const std::string right = i + 1 < pieces.size() ? pieces[i + 1] : std::string();
-    if (token.rstrip && !right.empty()) pieces[i + 1] = py_lstrip(right);
-    if (token.lstrip && !left.empty()) pieces[i - 1] = py_rstrip(left);
+    const std::string piece = pieces[k];
+    const std::string left = k > 0 ? pieces[k - 1] : std::string();
+    const std::string right = k + 1 < pieces.size() ? pieces[k + 1] : std::string();
+    if (token.rstrip && !right.empty()) pieces[k + 1] = py_lstrip(right);
+    if (token.lstrip && !left.empty()) pieces[k - 1] = py_rstrip(left);
     if (token.single_word && !left.empty() && left.back() != ' ') {
-      pieces[i - 1] += piece;
-      pieces[i].clear();
+      pieces[k - 1] += piece;
+      pieces[k].clear();
     } else if (token.single_word && !right.empty() && right.front() != ' ') {
-      pieces[i + 1] = piece + pieces[i + 1];
-      pieces[i].clear();
+      pieces[k + 1] = piece + pieces[k + 1];
+      pieces[k].clear();
     }
   }
   return pieces;

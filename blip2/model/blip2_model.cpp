@@ -285,16 +285,23 @@ void load_weights(Blip2ModelImpl& model, const io::TensorStore& store, const Loa
   NameIndex index;
   for (const auto& n : all) {
     if (!lavis) {
-      index[n] = n;
+      index[options.prefix + n] = n;
       continue;
     }
     auto m = io::lavis_to_hf(n);
-    if (m) index[*m] = n;
+    if (m) index[options.prefix + *m] = n;
     else used.insert(n);  // buffers and tied copies carry nothing of their own
   }
+  auto wanted = [&](const std::string& name) {
+    if (options.only.empty()) return true;
+    for (const auto& p : options.only)
+      if (name.compare(0, p.size(), p) == 0) return true;
+    return false;
+  };
   auto params = model.named_parameters(true);
   for (auto& item : params) {
     const std::string& name = item.key();
+    if (!wanted(name)) continue;
     torch::Tensor& p = item.value();
     torch::Tensor src;
     bool mapped = false;
@@ -307,7 +314,7 @@ void load_weights(Blip2ModelImpl& model, const io::TensorStore& store, const Loa
       src = from_alias(name, store, index, &used);
     }
     if (!src.defined()) {
-      missing.push_back(name);
+      if (!options.allow_missing) missing.push_back(name);
       continue;
     }
     if (src.sizes() != p.sizes())
@@ -357,6 +364,9 @@ Blip2Model load_blip2(const std::string& dir, const LoadOptions& options, LoadRe
     parts.language = store.has("language_projection.weight");
     parts.retrieval = store.has("itm_head.weight");
   }
+  // Training heads (stage-1 checkpoints of ours) and feature-only models.
+  parts.itg = store.has("text_decoder_head.bias");
+  parts.vision_tower = store.has("vision_model.embeddings.class_embedding") || !store.has("vision_model.post_layernorm.weight");
   Blip2Model model(config, parts);
   model->eval();
   for (auto& p : model->parameters()) p.set_requires_grad(false);

@@ -129,6 +129,14 @@ struct LoadOptions {
   torch::Device device = torch::kCPU;
   bool strict = true;  // unexpected checkpoint tensors are an error
   NameStyle names = NameStyle::kAuto;  // kAuto: LAVIS names are recognised and mapped
+  // Partial loads (training assembly): only parameters whose model name
+  // starts with one of `only` are loaded (empty = all); `prefix` is put in
+  // front of every checkpoint name (an OPT checkpoint's "model.decoder..."
+  // becomes "language_model.model.decoder..."); with allow_missing, absent
+  // parameters keep their current values.
+  std::vector<std::string> only;
+  std::string prefix;
+  bool allow_missing = false;
 };
 
 struct LoadReport {

@@ -44,7 +44,7 @@ at::Tensor merge_heads(const at::Tensor& x) {
 }
 
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                     const at::Tensor& bias, double scale) {
+                     const at::Tensor& bias, double scale, double dropout_p, bool training) {
   auto scores = at::matmul(q, k.transpose(-1, -2));
   if (scale != 1.0) scores = scores * scale;
   if (bias.defined()) scores = scores + bias;
@@ -53,6 +53,7 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
     probs = at::softmax(scores.to(at::kFloat), -1).to(scores.scalar_type());
   else
     probs = at::softmax(scores, -1);
+  if (training && dropout_p > 0) probs = at::dropout(probs, dropout_p, true);
   return at::matmul(probs, v);
 }
 

@@ -28,7 +28,7 @@ at::Tensor merge_heads(const at::Tensor& x);
 // broadcastable to (B,H,Lq,Lk) or undefined. Softmax runs in float32 for
 // half-precision inputs, as the references do.
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                     const at::Tensor& bias, double scale);
+                     const at::Tensor& bias, double scale, double dropout_p = 0.0, bool training = false);
 
 // Checks that `t` has `dims` dimensions and, for each non-negative entry of
 // `expect`, that size; throws InputError "[who] name must be (..), got (..); hint".

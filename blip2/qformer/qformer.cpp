@@ -29,7 +29,9 @@ torch::Tensor qformer_self_attention_bias(const torch::Tensor& mask, int64_t que
 }
 
 QFormerMultiHeadAttentionImpl::QFormerMultiHeadAttentionImpl(const QFormerConfig& c, bool cross)
-    : heads_(c.num_attention_heads), scale_(1.0 / std::sqrt(static_cast<double>(c.head_dim()))) {
+    : heads_(c.num_attention_heads),
+      scale_(1.0 / std::sqrt(static_cast<double>(c.head_dim()))),
+      dropout_(c.attention_probs_dropout_prob) {
   const int64_t D = c.hidden_size;
   const int64_t Dkv = cross ? c.encoder_hidden_size : D;
   query = register_module("query", torch::nn::Linear(D, D));
@@ -42,21 +44,22 @@ torch::Tensor QFormerMultiHeadAttentionImpl::forward(const torch::Tensor& x, con
   auto q = nn::split_heads(query->forward(x), heads_);
   auto k = nn::split_heads(key->forward(kv), heads_);
   auto v = nn::split_heads(value->forward(kv), heads_);
-  return nn::merge_heads(nn::attention(q, k, v, bias, scale_));
+  return nn::merge_heads(nn::attention(q, k, v, bias, scale_, dropout_, is_training()));
 }
 
-QFormerResidualOutputImpl::QFormerResidualOutputImpl(int64_t in, int64_t out, double eps) {
+QFormerResidualOutputImpl::QFormerResidualOutputImpl(int64_t in, int64_t out, double eps, double dropout)
+    : dropout_(dropout) {
   dense = register_module("dense", torch::nn::Linear(in, out));
   LayerNorm = register_module("LayerNorm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({out}).eps(eps)));
 }
 
 torch::Tensor QFormerResidualOutputImpl::forward(const torch::Tensor& h, const torch::Tensor& residual) {
-  return LayerNorm->forward(dense->forward(h) + residual);
+  return LayerNorm->forward(torch::dropout(dense->forward(h), dropout_, is_training()) + residual);
 }
 
 QFormerAttentionImpl::QFormerAttentionImpl(const QFormerConfig& c, bool cross) {
   attention = register_module("attention", QFormerMultiHeadAttention(c, cross));
-  output = register_module("output", QFormerResidualOutput(c.hidden_size, c.hidden_size, c.layer_norm_eps));
+  output = register_module("output", QFormerResidualOutput(c.hidden_size, c.hidden_size, c.layer_norm_eps, c.hidden_dropout_prob));
 }
 
 torch::Tensor QFormerAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& kv,
@@ -79,11 +82,11 @@ QFormerLayerImpl::QFormerLayerImpl(const QFormerConfig& c, int64_t layer_idx) : 
   if (c.use_qformer_text_input) {
     intermediate = register_module("intermediate", QFormerIntermediate(c));
     output = register_module("output",
-                             QFormerResidualOutput(c.intermediate_size, c.hidden_size, c.layer_norm_eps));
+                             QFormerResidualOutput(c.intermediate_size, c.hidden_size, c.layer_norm_eps, c.hidden_dropout_prob));
   }
   intermediate_query = register_module("intermediate_query", QFormerIntermediate(c));
   output_query = register_module(
-      "output_query", QFormerResidualOutput(c.intermediate_size, c.hidden_size, c.layer_norm_eps));
+      "output_query", QFormerResidualOutput(c.intermediate_size, c.hidden_size, c.layer_norm_eps, c.hidden_dropout_prob));
 }
 
 torch::Tensor QFormerLayerImpl::forward(const torch::Tensor& h, const torch::Tensor& self_bias,
@@ -135,7 +138,7 @@ QFormerOutput QFormerImpl::forward(const torch::Tensor& embeds, int64_t query_le
       enc_bias = nn::padding_bias(encoder_mask, embeds.scalar_type(), nn::finfo_min(embeds.scalar_type()));
   }
   QFormerOutput out;
-  auto h = layernorm->forward(embeds);
+  auto h = torch::dropout(layernorm->forward(embeds), c.hidden_dropout_prob, is_training());
   if (output_hidden_states) out.hidden_states.push_back(h);
   for (const auto& l : *layer) {
     h = l->as<QFormerLayerImpl>()->forward(h, self_bias, query_length, encoder_hidden_states, enc_bias);

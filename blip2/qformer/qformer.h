@@ -41,16 +41,20 @@ class QFormerMultiHeadAttentionImpl : public torch::nn::Module {
  private:
   int64_t heads_;
   double scale_;
+  double dropout_;
 };
 TORCH_MODULE(QFormerMultiHeadAttention);
 
 // dense + dropout + LayerNorm(residual): BERT's SelfOutput / Output.
 class QFormerResidualOutputImpl : public torch::nn::Module {
  public:
-  QFormerResidualOutputImpl(int64_t in, int64_t out, double eps);
+  QFormerResidualOutputImpl(int64_t in, int64_t out, double eps, double dropout);
   torch::Tensor forward(const torch::Tensor& h, const torch::Tensor& residual);
   torch::nn::Linear dense{nullptr};
   torch::nn::LayerNorm LayerNorm{nullptr};
+
+ private:
+  double dropout_;
 };
 TORCH_MODULE(QFormerResidualOutput);
 

@@ -21,7 +21,9 @@ torch::Tensor shift_right(const torch::Tensor& labels, int64_t start, int64_t pa
 namespace {
 
 torch::Tensor cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets, double smoothing) {
-  return F::cross_entropy(logits.reshape({-1, logits.size(-1)}).to(torch::kFloat), targets.reshape({-1}),
+  auto l = logits.reshape({-1, logits.size(-1)});
+  if (l.scalar_type() == torch::kHalf || l.scalar_type() == torch::kBFloat16) l = l.to(torch::kFloat);
+  return F::cross_entropy(l, targets.reshape({-1}),
                           F::CrossEntropyFuncOptions().ignore_index(-100).label_smoothing(smoothing));
 }
 

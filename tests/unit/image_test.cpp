@@ -473,6 +473,77 @@ TEST(ImageErrors, CorruptPngChecksumIsReported) {
   EXPECT_THROW_WITH(decode_image(b, "crc.png"), InputError, "corrupt PNG");
 }
 
+size_t find_chunk(const Bytes& png, const char* type) {
+  for (size_t i = 8; i + 8 <= png.size(); ++i)
+    if (std::memcmp(&png[i + 4], type, 4) == 0) return i;  // offset of the length field
+  return std::string::npos;
+}
+
+TEST(ImagePngLikePillow, MissingTrailerAfterCompletePixelDataStillDecodes) {
+  // Pillow stops reading once every row is inflated: no IEND, no IDAT CRC and
+  // even a missing zlib Adler-32 are fine; one byte of deflate data more is not.
+  PngSpec s{23, 11};
+  s.samples = random_bytes(23 * 11 * 3, 16);
+  for (bool interlaced : {false, true}) {
+    s.interlaced = interlaced;
+    const Bytes full = encode_png(s);
+    const size_t iend = find_chunk(full, "IEND");
+    ASSERT_NE(iend, std::string::npos);
+    for (size_t missing = 0; missing <= 8; ++missing) {
+      const Bytes cut(full.begin(), full.begin() + (iend - missing));
+      EXPECT_EQ(decode_image(cut, "cut.png").rgb, s.samples) << "missing " << missing;
+    }
+    const Bytes cut9(full.begin(), full.begin() + (iend - 9));
+    EXPECT_THROW_WITH(decode_image(cut9, "cut9.png"), InputError, "truncated");
+  }
+}
+
+TEST(ImagePngLikePillow, IdatCrcIgnoredButZlibChecksumChecked) {
+  PngSpec s{8, 8};
+  s.samples = random_bytes(8 * 8 * 3, 17);
+  const Bytes full = encode_png(s);
+  const size_t iend = find_chunk(full, "IEND");
+  Bytes bad_crc = full;
+  bad_crc[iend - 1] ^= 0x5a;  // last byte of the IDAT CRC
+  EXPECT_EQ(decode_image(bad_crc, "crc.png").rgb, s.samples);
+  Bytes bad_adler = full;
+  bad_adler[iend - 5] ^= 0x5a;  // last byte of the zlib Adler-32
+  EXPECT_THROW_WITH(decode_image(bad_adler, "adler.png"), InputError, "corrupt PNG");
+}
+
+TEST(ImageJpegLikePillow, StrayBytesBeforeMarkerAreTolerated) {
+  const Bytes px = gradient_rgb(16, 16);
+  const Bytes jpg = encode_jpeg(px, 16, 16, TJPF_RGB, TJSAMP_444, 90);
+  const Image ref = decode_image(jpg, "ok.jpg");
+  // Insert junk between the first two segments (after SOI + the first segment).
+  const size_t seg_end = 4 + ((size_t(jpg[4]) << 8) | jpg[5]);
+  Bytes junk(jpg.begin(), jpg.begin() + seg_end);
+  junk.insert(junk.end(), {0x12, 0x34, 0x56});
+  junk.insert(junk.end(), jpg.begin() + seg_end, jpg.end());
+  const Image img = decode_image(junk, "junk.jpg");  // libjpeg: "extraneous bytes" warning
+  EXPECT_EQ(img.rgb, ref.rgb);
+  // Trailing bytes after EOI are ignored too.
+  Bytes trailing = jpg;
+  trailing.insert(trailing.end(), {1, 2, 3, 4});
+  EXPECT_EQ(decode_image(trailing, "trailing.jpg").rgb, ref.rgb);
+}
+
+TEST(ImageErrors, ProgressiveJpegCutBetweenScansIsTruncated) {
+  // libjpeg can render the scans it got without complaint at a scan boundary;
+  // Pillow still calls that truncated (no EOI), and so do we.
+  const Bytes full = encode_jpeg(gradient_rgb(32, 32), 32, 32, TJPF_RGB, TJSAMP_420, 90, TJFLAG_PROGRESSIVE);
+  std::vector<size_t> sos;
+  for (size_t i = 2; i + 1 < full.size(); ++i)
+    if (full[i] == 0xFF && full[i + 1] == 0xDA) sos.push_back(i);
+  ASSERT_GE(sos.size(), 3u);
+  for (size_t k = 1; k < sos.size(); ++k) {
+    const Bytes cut(full.begin(), full.begin() + sos[k]);
+    EXPECT_THROW_WITH(decode_image(cut, "prog-cut.jpg"), InputError, "truncated");
+  }
+  const Bytes no_eoi(full.begin(), full.end() - 2);
+  EXPECT_THROW_WITH(decode_image(no_eoi, "no-eoi.jpg"), InputError, "truncated");
+}
+
 TEST(ImageErrors, TruncatedJpeg) {
   const Bytes full = encode_jpeg(gradient_rgb(64, 64), 64, 64, TJPF_RGB, TJSAMP_420, 90);
   const Bytes cut(full.begin(), full.begin() + full.size() * 2 / 3);

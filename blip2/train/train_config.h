@@ -1,0 +1,59 @@
+// One YAML file per training stage (configs/stage1.yaml, stage2_opt.yaml,
+// stage2_t5.yaml). Every option has its default here and only here; unknown
+// keys are errors (a typo must not silently train with a default).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "blip2/train/optim.h"
+
+namespace blip2 {
+
+struct TrainConfig {
+  int stage = 1;  // 1: ITC+ITM+ITG with the frozen ViT; 2: LM loss through the frozen LLM
+
+  // model
+  std::string model_config;         // config.json with the BLIP-2 dimensions
+  std::string init;                 // HF-layout checkpoint to start from (loads what it holds)
+  std::string vision_init;          // checkpoint whose vision_model.* is the frozen image encoder
+  std::string language_model_init;  // HF OPT/T5 checkpoint (its own names) for the frozen LLM
+  std::string qformer_tokenizer;    // directory with vocab.txt (+ [DEC]) for the Q-Former text side
+  std::string lm_tokenizer;         // directory with the LLM's tokenizer files (stage 2)
+
+  // data
+  std::string annotations;          // LAVIS caption JSON: [{image, caption, image_id}]
+  std::string image_root;
+  std::vector<std::string> shards;  // WebDataset tar shards (instead of annotations)
+  bool skip_missing_images = false;
+  int64_t image_size = 0;           // 0: the model's vision_config.image_size
+  int workers = 2;
+  bool augment = true;              // random resized crop (0.5-1) + horizontal flip
+
+  // objective
+  int64_t max_txt_len = 32;
+  std::string prompt;               // stage 2: prompt tokens are not targets ("a photo of")
+  bool itc = true, itm = true, itg = true;  // stage-1 ablations
+
+  // optimisation
+  OptimConfig optim;
+  int64_t batch_size = 32;          // per process
+  int64_t grad_accum = 1;
+  int64_t max_steps = 1000;         // optimizer steps
+  uint64_t seed = 42;
+  bool bf16 = false;                // autocast the forward to bfloat16 where supported
+
+  // output
+  std::string output_dir = "runs/blip2";
+  int64_t log_every = 10;
+  int64_t save_every = 500;
+  int64_t keep_checkpoints = 2;
+
+  static TrainConfig from_yaml_file(const std::string& path);
+  static TrainConfig from_yaml_string(const std::string& yaml, const std::string& source);
+  std::string to_yaml() const;
+  void validate(const std::string& source) const;
+};
+
+}  // namespace blip2

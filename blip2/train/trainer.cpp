@@ -1,0 +1,466 @@
+#include "blip2/train/trainer.h"
+
+#include <ATen/autocast_mode.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <mutex>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "blip2/data/tokenizer.h"
+#include "blip2/io/safetensors.h"
+#include "blip2/io/tensor_store.h"
+#include "blip2/train/losses.h"
+#include "blip2/train/optim.h"
+#include "blip2/util/error.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace blip2 {
+
+namespace F = torch::nn::functional;
+
+json StepMetrics::to_json() const {
+  return {{"step", step},       {"loss", loss},         {"loss_itc", loss_itc},
+          {"loss_itm", loss_itm}, {"loss_lm", loss_lm}, {"lr", lr},
+          {"grad_norm", grad_norm}, {"samples_per_sec", samples_per_sec}, {"seconds", seconds}};
+}
+
+void init_bert_weights(torch::nn::Module& m, double std) {
+  torch::NoGradGuard g;
+  for (auto& mod : m.modules(/*include_self=*/true)) {
+    if (auto* l = mod->as<torch::nn::LinearImpl>()) {
+      l->weight.normal_(0.0, std);
+      if (l->bias.defined()) l->bias.zero_();
+    } else if (auto* e = mod->as<torch::nn::EmbeddingImpl>()) {
+      e->weight.normal_(0.0, std);
+    } else if (auto* n = mod->as<torch::nn::LayerNormImpl>()) {
+      if (n->weight.defined()) n->weight.fill_(1.0);
+      if (n->bias.defined()) n->bias.zero_();
+    }
+  }
+}
+
+std::pair<torch::Tensor, torch::Tensor> tokenize_batch(const Tokenizer& tok, const std::vector<std::string>& texts,
+                                                       int64_t max_len, int64_t pad_id, bool add_special_tokens) {
+  std::vector<std::vector<int64_t>> rows;
+  size_t longest = 1;
+  for (const auto& t : texts) {
+    auto ids = tok.encode(t, add_special_tokens);
+    if (static_cast<int64_t>(ids.size()) > max_len) {
+      // Truncate the content but keep a closing special token (e.g. [SEP], </s>).
+      const int64_t last = ids.back();
+      ids.resize(static_cast<size_t>(max_len));
+      if (add_special_tokens) ids.back() = last;
+    }
+    longest = std::max(longest, ids.size());
+    rows.push_back(std::move(ids));
+  }
+  const int64_t B = static_cast<int64_t>(rows.size()), L = static_cast<int64_t>(longest);
+  auto ids = torch::full({B, L}, pad_id, torch::kLong);
+  auto mask = torch::zeros({B, L}, torch::kLong);
+  auto* pi = ids.data_ptr<int64_t>();
+  auto* pm = mask.data_ptr<int64_t>();
+  for (int64_t b = 0; b < B; ++b)
+    for (size_t j = 0; j < rows[b].size(); ++j) {
+      pi[b * L + j] = rows[b][j];
+      pm[b * L + j] = 1;
+    }
+  return {ids, mask};
+}
+
+// ---------------------------------------------------------------------------
+// Model assembly
+
+Blip2Model build_training_model(const TrainConfig& c) {
+  std::string cfg_path = c.model_config;
+  if (cfg_path.empty() && !c.init.empty()) cfg_path = c.init;
+  if (cfg_path.empty())
+    throw ConfigError("training needs model.config (a BLIP-2 config.json) or model.init (a checkpoint directory)");
+  auto mc = Blip2Config::from_file(cfg_path);
+  Blip2Parts parts;
+  parts.language = c.stage == 2;
+  parts.retrieval = c.stage == 1;
+  parts.itg = c.stage == 1;
+  Blip2Model m(mc, parts);
+  {
+    // Fresh trainable parts: BERT initialisation (LAVIS), queries N(0, 0.02).
+    torch::NoGradGuard g;
+    init_bert_weights(*m->qformer);
+    if (!m->embeddings.is_empty()) init_bert_weights(*m->embeddings);
+    for (auto* lin : {&m->vision_projection, &m->text_projection, &m->itm_head, &m->language_projection})
+      if (!lin->is_empty()) init_bert_weights(**lin);
+    if (!m->text_decoder_head.is_empty()) init_bert_weights(*m->text_decoder_head);
+    m->query_tokens.normal_(0.0, mc.qformer.hidden_size > 0 ? 0.02 : 0.02);
+  }
+  auto load = [&](const std::string& path, LoadOptions o, const char* what) {
+    if (path.empty()) return;
+    try {
+      auto store = io::TensorStore::open(path);
+      load_weights(*m, store, o);
+    } catch (const Error& e) {
+      throw ConfigError(std::string("loading model.") + what + " '" + path + "': " + e.what());
+    }
+  };
+  LoadOptions vision;
+  vision.only = {"vision_model."};
+  vision.strict = false;
+  load(c.vision_init, vision, "vision_init");
+  LoadOptions init;
+  init.strict = false;
+  init.allow_missing = true;
+  load(c.init, init, "init");
+  if (c.stage == 2) {
+    LoadOptions lm;
+    lm.prefix = "language_model.";
+    lm.only = {"language_model."};
+    lm.strict = false;
+    load(c.language_model_init, lm, "language_model_init");
+  }
+  // Frozen: the ViT tower and the LLM. ln_vision (post_layernorm) trains, as in LAVIS.
+  for (auto& p : m->named_parameters()) {
+    const auto& n = p.key();
+    const bool frozen = n.rfind("language_model.", 0) == 0 ||
+                        (n.rfind("vision_model.", 0) == 0 && n.rfind("vision_model.post_layernorm.", 0) != 0);
+    p.value().set_requires_grad(!frozen);
+  }
+  m->train();
+  m->vision_model->eval();
+  if (m->language_model) m->language_model->eval();
+  // post_layernorm has no dropout; eval() on the tower is what matters.
+  return m;
+}
+
+// ---------------------------------------------------------------------------
+// Trainer
+
+Trainer::Trainer(const TrainConfig& config, Collective& collective)
+    : Trainer(config, build_training_model(config), collective) {}
+
+Trainer::Trainer(const TrainConfig& config, Blip2Model model, Collective& collective)
+    : config_(config), coll_(collective), model_(std::move(model)) {
+  setup();
+}
+
+Trainer::~Trainer() = default;
+
+void Trainer::setup() {
+  config_.optim.total_steps = config_.max_steps;
+  torch::manual_seed(config_.seed + static_cast<uint64_t>(coll_.rank()));
+  gen_ = at::detail::createCPUGenerator(config_.seed * 7919 + static_cast<uint64_t>(coll_.rank()));
+  if (config_.stage == 1) {
+    if (config_.qformer_tokenizer.empty())
+      throw ConfigError("stage 1 needs model.qformer_tokenizer (a directory with the BERT vocab.txt and [DEC])");
+    qformer_tok_ = load_tokenizer(config_.qformer_tokenizer);
+    if (!qformer_tok_->token_to_id("[DEC]"))
+      throw ConfigError("the Q-Former tokenizer in '" + config_.qformer_tokenizer +
+                        "' has no [DEC] token; add it (added_tokens.json) as BLIP-2 does");
+  } else {
+    if (config_.lm_tokenizer.empty())
+      throw ConfigError("stage 2 needs model.lm_tokenizer (the language model's tokenizer directory)");
+    lm_tok_ = load_tokenizer(config_.lm_tokenizer);
+  }
+  optimizer_ = make_adamw(*model_, config_.optim);
+}
+
+std::map<std::string, torch::Tensor> Trainer::losses(const TrainBatch& batch) {
+  std::map<std::string, torch::Tensor> out;
+  const auto B = static_cast<int64_t>(batch.captions.size());
+  if (batch.pixel_values.size(0) != B)
+    throw InputError("[trainer] batch has " + std::to_string(batch.pixel_values.size(0)) + " images but " +
+                     std::to_string(B) + " captions");
+  if (config_.stage == 1) {
+    auto [ids, mask] = tokenize_batch(*qformer_tok_, batch.captions, config_.max_txt_len,
+                                      qformer_tok_->pad_id().value_or(0));
+    Stage1Inputs in;
+    in.pixel_values = batch.pixel_values;
+    in.text_ids = ids;
+    in.text_mask = mask;
+    in.generator = gen_;
+    Stage1Options o;
+    o.dec_token_id = *qformer_tok_->token_to_id("[DEC]");
+    o.pad_token_id = qformer_tok_->pad_id().value_or(0);
+    o.use_itc = config_.itc;
+    o.use_itm = config_.itm;
+    o.use_itg = config_.itg;
+    auto r = stage1_forward(*model_, in, o, coll_);
+    out = {{"loss", r.loss}, {"loss_itc", r.loss_itc}, {"loss_itm", r.loss_itm}, {"loss_lm", r.loss_lm}};
+    return out;
+  }
+  const auto& text_cfg = model_->config().text;
+  const int64_t pad = lm_tok_->pad_id().value_or(text_cfg.pad_token_id());
+  if (!text_cfg.is_encoder_decoder()) {
+    // LAVIS blip2_opt: prompt + caption + "\n"; BOS, prompt and pads are not
+    // targets; the last query position predicts the first text token.
+    std::vector<std::string> texts;
+    for (const auto& c : batch.captions) texts.push_back(config_.prompt + c + "\n");
+    auto [ids, mask] = tokenize_batch(*lm_tok_, texts, config_.max_txt_len, pad);
+    const int64_t prompt_len =
+        config_.prompt.empty() ? 1 : static_cast<int64_t>(lm_tok_->encode(config_.prompt, true).size());
+    auto labels = ids.masked_fill(mask == 0, -100);
+    labels.slice(1, 0, std::min<int64_t>(prompt_len, labels.size(1))).fill_(-100);
+    auto f = model_->forward(batch.pixel_values, ids, mask);
+    const auto Q = model_->config().num_query_tokens;
+    auto full = torch::cat({torch::full({B, Q}, -100, torch::kLong), labels}, 1);
+    auto logits = f.lm.logits;
+    if (logits.scalar_type() != torch::kDouble) logits = logits.to(torch::kFloat);
+    out["loss_lm"] = F::cross_entropy(logits.slice(1, 0, logits.size(1) - 1).reshape({-1, logits.size(2)}),
+                                      full.slice(1, 1).reshape({-1}), F::CrossEntropyFuncOptions().ignore_index(-100));
+  } else {
+    // Prefix LM (paper, Sec. 3.3): split each caption at a random word; the
+    // prompt + prefix go to the encoder with the visual prompt, the suffix is
+    // the decoder's target.
+    std::vector<std::string> prefixes, suffixes;
+    for (const auto& c : batch.captions) {
+      std::istringstream is(c);
+      std::vector<std::string> words;
+      for (std::string w; is >> w;) words.push_back(w);
+      const int64_t n = static_cast<int64_t>(words.size());
+      const int64_t k = n > 1 ? torch::randint(0, n, {1}, gen_).item<int64_t>() : 0;
+      std::string pre, suf;
+      for (int64_t i = 0; i < n; ++i) (i < k ? pre : suf) += (i < k ? (pre.empty() ? "" : " ") : (suf.empty() ? "" : " ")) + words[i];
+      prefixes.push_back(config_.prompt.empty() ? pre : (pre.empty() ? config_.prompt : config_.prompt + " " + pre));
+      suffixes.push_back(suf);
+    }
+    auto [ids, mask] = tokenize_batch(*lm_tok_, prefixes, config_.max_txt_len, pad);
+    auto [tgt, tmask] = tokenize_batch(*lm_tok_, suffixes, config_.max_txt_len, pad);
+    auto labels = tgt.masked_fill(tmask == 0, -100);
+    auto r = lm_loss(*model_, batch.pixel_values, ids, mask, labels);
+    out["loss_lm"] = r.loss;
+  }
+  out["loss"] = out["loss_lm"];
+  return out;
+}
+
+StepMetrics Trainer::train_step(BatchSource& data) {
+  auto t0 = std::chrono::steady_clock::now();
+  StepMetrics m;
+  const double lr = learning_rate(config_.optim, step_);
+  set_learning_rate(*optimizer_, lr);
+  optimizer_->zero_grad();
+  int64_t samples = 0;
+  for (int64_t micro = 0; micro < config_.grad_accum; ++micro) {
+    TrainBatch b = data.next();
+    samples += static_cast<int64_t>(b.captions.size());
+    std::map<std::string, torch::Tensor> l;
+    if (config_.bf16) {
+      at::autocast::set_cpu_enabled(true);
+      at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+      try {
+        l = losses(b);
+      } catch (...) {
+        at::autocast::set_cpu_enabled(false);
+        throw;
+      }
+      at::autocast::set_cpu_enabled(false);
+      at::autocast::clear_cache();
+    } else {
+      l = losses(b);
+    }
+    if (!std::isfinite(l["loss"].item<double>()))
+      throw Error("training diverged at step " + std::to_string(step_) + ": loss is " +
+                  std::to_string(l["loss"].item<double>()) + "; lower optim.lr or enable optim.grad_clip");
+    (l["loss"] / static_cast<double>(config_.grad_accum)).backward();
+    const double k = 1.0 / static_cast<double>(config_.grad_accum);
+    m.loss += l["loss"].item<double>() * k;
+    for (auto [name, dst] : {std::pair<const char*, double*>{"loss_itc", &m.loss_itc}, {"loss_itm", &m.loss_itm},
+                             {"loss_lm", &m.loss_lm}})
+      if (l.count(name)) *dst += l[name].item<double>() * k;
+  }
+  std::vector<torch::Tensor> params, grads;
+  for (auto& p : model_->parameters())
+    if (p.requires_grad()) {
+      if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+      params.push_back(p);
+      grads.push_back(p.grad());
+    }
+  if (coll_.world_size() > 1) coll_.all_reduce_mean(grads);
+  if (config_.optim.grad_clip > 0) {
+    m.grad_norm = torch::nn::utils::clip_grad_norm_(params, config_.optim.grad_clip);
+  } else {
+    double sq = 0;
+    for (auto& g : grads) sq += g.pow(2).sum().item<double>();
+    m.grad_norm = std::sqrt(sq);
+  }
+  optimizer_->step();
+  ++step_;
+  samples_ += samples * coll_.world_size();
+  m.step = step_;
+  m.lr = lr;
+  m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  m.samples_per_sec = static_cast<double>(samples * coll_.world_size()) / std::max(1e-9, m.seconds);
+  return m;
+}
+
+// ---------------------------------------------------------------------------
+// Checkpoints
+
+namespace {
+
+void fsync_path(const fs::path& p) {
+  int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+void write_file_atomic(const fs::path& p, const std::string& text) {
+  const fs::path tmp = p.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) throw Error("cannot write '" + tmp.string() + "'; check that the directory is writable");
+    out << text;
+    out.flush();
+    if (!out) throw Error("writing '" + tmp.string() + "' failed (disk full?)");
+  }
+  fsync_path(tmp);
+  fs::rename(tmp, p);
+}
+
+std::string checkpoint_name(int64_t step) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "checkpoint-%08lld", static_cast<long long>(step));
+  return buf;
+}
+
+}  // namespace
+
+std::string Trainer::save_checkpoint(const BatchSource* data) {
+  const fs::path out_dir(config_.output_dir);
+  const fs::path final_dir = out_dir / checkpoint_name(step_);
+  if (coll_.rank() != 0) {
+    coll_.barrier();
+    return final_dir.string();
+  }
+  std::error_code ec;
+  fs::create_directories(out_dir, ec);
+  if (ec) throw Error("cannot create output directory '" + out_dir.string() + "': " + ec.message());
+  const fs::path tmp = out_dir / (".tmp-" + checkpoint_name(step_) + "-" + std::to_string(::getpid()));
+  fs::remove_all(tmp, ec);
+  fs::create_directories(tmp);
+  // Model in HF layout: loadable by `blip2 caption` / `blip2 verify`.
+  std::vector<std::pair<std::string, at::Tensor>> ts;
+  for (const auto& p : model_->named_parameters()) ts.emplace_back(p.key(), p.value());
+  io::save_safetensors((tmp / "model.safetensors").string(), ts);
+  write_file_atomic(tmp / "config.json", model_->config().to_json_string());
+  torch::save(*optimizer_, (tmp / "optimizer.pt").string());
+  fsync_path(tmp / "optimizer.pt");
+  io::save_safetensors((tmp / "rng.safetensors").string(),
+                       {{"torch_default", at::detail::getDefaultCPUGenerator().get_state()},
+                        {"sampler", gen_.get_state()}});
+  json st = {{"step", step_},
+             {"samples", samples_},
+             {"world_size", coll_.world_size()},
+             {"data", data ? data->state() : json(nullptr)},
+             {"config", config_.to_yaml()}};
+  write_file_atomic(tmp / "trainer_state.json", st.dump(2));
+  fsync_path(tmp);
+  if (fs::exists(final_dir)) fs::remove_all(final_dir);
+  fs::rename(tmp, final_dir);
+  fsync_path(out_dir);
+  write_file_atomic(out_dir / "latest", checkpoint_name(step_) + "\n");
+  // Keep the newest keep_checkpoints.
+  std::vector<fs::path> all;
+  for (const auto& e : fs::directory_iterator(out_dir))
+    if (e.is_directory() && e.path().filename().string().rfind("checkpoint-", 0) == 0) all.push_back(e.path());
+  std::sort(all.begin(), all.end());
+  for (size_t i = 0; i + static_cast<size_t>(config_.keep_checkpoints) < all.size(); ++i) fs::remove_all(all[i], ec);
+  coll_.barrier();
+  return final_dir.string();
+}
+
+bool Trainer::resume(BatchSource* data, const std::string& checkpoint) {
+  fs::path dir = checkpoint;
+  if (dir.empty()) {
+    const fs::path latest = fs::path(config_.output_dir) / "latest";
+    if (!fs::exists(latest)) return false;
+    std::ifstream in(latest);
+    std::string name;
+    std::getline(in, name);
+    dir = fs::path(config_.output_dir) / name;
+  }
+  for (const char* f : {"model.safetensors", "optimizer.pt", "trainer_state.json", "rng.safetensors"})
+    if (!fs::exists(dir / f))
+      throw CheckpointError("checkpoint '" + dir.string() + "' is incomplete: " + f +
+                            " is missing; resume from an earlier checkpoint-* directory");
+  json st;
+  {
+    std::ifstream in(dir / "trainer_state.json");
+    try {
+      in >> st;
+    } catch (const std::exception& e) {
+      throw CheckpointError("'" + (dir / "trainer_state.json").string() + "' is not valid JSON: " + e.what());
+    }
+  }
+  if (st.value("world_size", 1) != coll_.world_size())
+    throw CheckpointError("checkpoint '" + dir.string() + "' was written with " +
+                          std::to_string(st.value("world_size", 1)) + " processes, this run has " +
+                          std::to_string(coll_.world_size()) + "; resume with the same number of processes");
+  {
+    torch::NoGradGuard g;
+    auto store = io::TensorStore::open(dir.string());
+    LoadOptions o;
+    // Copy (not map) so the parameters stay the optimizer's own tensors.
+    for (auto& p : model_->named_parameters()) {
+      if (!store.has(p.key()))
+        throw CheckpointError("checkpoint '" + dir.string() + "' lacks '" + p.key() +
+                              "'; it was written for another model");
+      auto t = store.get(p.key());
+      if (t.sizes() != p.value().sizes())
+        throw CheckpointError("checkpoint '" + dir.string() + "': '" + p.key() + "' has shape " +
+                              shape_str(t.sizes().vec()) + ", the model has " + shape_str(p.value().sizes().vec()) +
+                              "; it was written for another model");
+      p.value().copy_(t);
+    }
+  }
+  torch::load(*optimizer_, (dir / "optimizer.pt").string());
+  auto rng = io::load_safetensors((dir / "rng.safetensors").string());
+  {
+    at::Generator def = at::detail::getDefaultCPUGenerator();  // a handle on the process-wide generator
+    std::lock_guard<std::mutex> lock(def.mutex());
+    def.set_state(rng.at("torch_default"));
+  }
+  gen_.set_state(rng.at("sampler"));
+  step_ = st.at("step").get<int64_t>();
+  samples_ = st.value("samples", int64_t{0});
+  if (data && !st["data"].is_null()) data->restore(st["data"]);
+  return true;
+}
+
+void Trainer::fit(BatchSource& data) {
+  const fs::path out_dir(config_.output_dir);
+  const fs::path metrics = out_dir / "metrics.jsonl";
+  if (coll_.rank() == 0) {
+    std::error_code ec;
+    fs::create_directories(out_dir, ec);
+    if (ec) throw Error("cannot create output directory '" + out_dir.string() + "': " + ec.message());
+    // Drop lines logged after the checkpoint we resumed from (a crash between
+    // logging and saving) so metrics.jsonl describes one continuous run.
+    if (fs::exists(metrics)) {
+      std::ifstream in(metrics);
+      std::string line, kept;
+      while (std::getline(in, line)) {
+        auto j = json::parse(line, nullptr, false);
+        if (j.is_object() && j.value("step", int64_t{0}) <= step_) kept += line + "\n";
+      }
+      write_file_atomic(metrics, kept);
+    }
+  }
+  while (step_ < config_.max_steps) {
+    auto m = train_step(data);
+    if (coll_.rank() == 0 && (step_ % config_.log_every == 0 || step_ == config_.max_steps)) {
+      std::ofstream out(metrics, std::ios::app);
+      out << m.to_json().dump() << "\n";
+    }
+    if (on_step) on_step(m);
+    if (step_ % config_.save_every == 0 || step_ == config_.max_steps) save_checkpoint(&data);
+  }
+}
+
+}  // namespace blip2
