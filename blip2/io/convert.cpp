@@ -209,8 +209,8 @@ ConvertReport hf_to_lavis_file(const std::string& src, const std::string& dst, c
         rep.notes.push_back("'" + name + "' has a non-zero key bias, which LAVIS's ViT has no place for: dropped "
                             "(outputs will differ)");
       const std::string qn = hf_to_lavis(prefix + "q_bias", lm), vn = hf_to_lavis(prefix + "v_bias", lm);
-      emit(qn, name, t.slice(0, 0, d));
-      emit(vn, name, t.slice(0, 2 * d, 3 * d));
+      emit(qn, name, t.slice(0, 0, d).clone());
+      emit(vn, name, t.slice(0, 2 * d, 3 * d).clone());
       rep.merged.push_back(name + " -> " + qn + " + " + vn);
       continue;
     }

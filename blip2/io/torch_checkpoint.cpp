@@ -931,7 +931,7 @@ std::map<std::string, at::Tensor> CheckpointReader::load(const std::string& key)
     for (PyObj* v : root->values) all_tensors = all_tensors && v->k == K::Tensor;
     if (all_tensors) {
       sd = root;
-      chosen = "top-level dict";
+      chosen = "the top-level dict";
     } else {
       for (const char* k : {"model", "state_dict"}) {
         PyObj* v = lookup(root, k);
@@ -951,9 +951,9 @@ std::map<std::string, at::Tensor> CheckpointReader::load(const std::string& key)
   for (size_t j = 0; j < sd->items.size(); ++j) {
     PyObj* k = sd->items[j];
     PyObj* v = sd->values[j];
-    if (k->k != K::Str) fail("the state dict (" + chosen + ") has a key that is " + describe(k) + ", not a string");
+    if (k->k != K::Str) fail("a state dict key (in " + chosen + ") is " + describe(k) + ", not a string");
     if (v->k != K::Tensor)
-      fail("the state dict (" + chosen + ") entry '" + k->s + "' is " + describe(v) + ", not a tensor");
+      fail("state dict entry '" + k->s + "' (in " + chosen + ") is " + describe(v) + ", not a tensor");
     out[k->s] = materialize(v);
   }
   return out;

@@ -7,6 +7,26 @@
 #include <string>
 #include <vector>
 
+// Exported by libsentencepiece but not declared in its installed headers.
+namespace sentencepiece {
+namespace logging {
+void SetMinLogLevel(int v);
+}  // namespace logging
+}  // namespace sentencepiece
+
+namespace {
+// Loaded with RTLD_DEEPBIND, sentencepiece's std::cerr binds to a copy of the
+// stream that the host's libstdc++ never initialised: writing to it crashes.
+// Errors come back through Status, so its own logging is silenced (FATAL only).
+void quiet() {
+  static bool done = false;
+  if (!done) {
+    sentencepiece::logging::SetMinLogLevel(3);
+    done = true;
+  }
+}
+}  // namespace
+
 struct blip2_spm {
   sentencepiece::SentencePieceProcessor proc;
 };
@@ -22,6 +42,7 @@ extern "C" {
 int blip2_spm_abi_version(void) { return BLIP2_SPM_ABI_VERSION; }
 
 blip2_spm* blip2_spm_load(const char* path, blip2_spm_str_cb err, void* err_ctx) {
+  quiet();
   auto* m = new blip2_spm();
   auto st = m->proc.Load(path);
   if (!st.ok()) {
@@ -91,6 +112,7 @@ int blip2_spm_decode(const blip2_spm* m, const int32_t* ids, int64_t n, blip2_sp
 }
 
 int blip2_spm_train(const char* args, blip2_spm_str_cb err, void* err_ctx) {
+  quiet();
   auto st = sentencepiece::SentencePieceTrainer::Train(args);
   if (!st.ok()) {
     send(err, err_ctx, st.ToString());

@@ -33,23 +33,6 @@ std::vector<std::string> corpus() {
   return lines;
 }
 
-// Workaround for SpmModel::train: the shim is loaded with RTLD_DEEPBIND, so
-// libsentencepiece's LOG(INFO) writes to libstdc++'s own, never-initialised
-// std::cerr (an executable that uses std::cerr owns the live copy) and
-// crashes. Raising sentencepiece's log threshold keeps it from logging.
-void quiet_sentencepiece_logging() {
-  try {
-    SpmModel::load("/nonexistent/blip2-load-the-shim.model");  // loads the shim, then fails on the path
-  } catch (const Error&) {
-  }
-  void* lib = ::dlopen("libsentencepiece.so.0", RTLD_NOW | RTLD_NOLOAD);
-  if (!lib) return;
-  using SetMinLogLevel = void (*)(int);
-  if (auto set = reinterpret_cast<SetMinLogLevel>(::dlsym(lib, "_ZN13sentencepiece7logging14SetMinLogLevelEi")))
-    set(2);  // LOG_ERROR
-  ::dlclose(lib);
-}
-
 class SentencePieceTokenizerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -58,7 +41,6 @@ class SentencePieceTokenizerTest : public ::testing::Test {
       std::ofstream out(dir_->file("corpus.txt"));
       for (const auto& line : corpus()) out << line << "\n";
     }
-    quiet_sentencepiece_logging();
     SpmModel::train("--input=" + dir_->file("corpus.txt") + " --model_prefix=" + dir_->file("spiece") +
                     " --vocab_size=80 --model_type=unigram --character_coverage=1.0 --hard_vocab_limit=false"
                     " --pad_id=0 --eos_id=1 --unk_id=2 --bos_id=-1");

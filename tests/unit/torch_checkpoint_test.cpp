@@ -66,7 +66,7 @@ TEST(TorchCheckpointTest, LavisCheckpointYieldsItsModelEntryAndSkipsTheRest) {
   expect_equal(sd.at("layer.bias"), -arange_f(2), "bias");
   auto explicit_key = io::load_torch_checkpoint(path, "model");
   EXPECT_EQ(explicit_key.size(), 2u);
-  EXPECT_THROW_WITH(io::load_torch_checkpoint(path, "optimizer"), CheckpointError, "entry 'state' is a dict, not a tensor");
+  EXPECT_THROW_WITH(io::load_torch_checkpoint(path, "optimizer"), CheckpointError, "state dict entry 'state' (in entry 'optimizer') is a dict, not a tensor");
   EXPECT_THROW_WITH(io::load_torch_checkpoint(path, "nope"), CheckpointError,
                     "keys found: ['model', 'optimizer', 'config', 'epoch']");
   EXPECT_THROW_WITH(io::load_torch_checkpoint(path, "epoch"), CheckpointError, "entry 'epoch' is an int, not a state dict");
@@ -127,7 +127,7 @@ TEST(TorchCheckpointTest, MalformedPicklesAndStoragesAreCheckpointErrors) {
   EXPECT_THROW_WITH(io::load_torch_checkpoint(fixture("short_storage.pth")), CheckpointError,
                     "should hold 8 float32 elements but its entry has 16 bytes");
   EXPECT_THROW_WITH(io::load_torch_checkpoint(fixture("not_tensor_value.pth")), CheckpointError,
-                    "entry 'n' is an int, not a tensor");
+                    "state dict entry 'n' (in entry 'model') is an int, not a tensor");
   EXPECT_THROW_WITH(io::load_torch_checkpoint(fixture("deflated.pth")), CheckpointError, "is compressed (method 8)");
   EXPECT_THROW_WITH(io::load_torch_checkpoint("/nonexistent/x.pth"), CheckpointError, "cannot open");
 }

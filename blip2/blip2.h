@@ -1,0 +1,94 @@
+// blip2cpp's public API: load a BLIP-2 checkpoint directory once, then
+// caption images, answer questions about them, embed images and texts, and
+// score image-text matches.
+//
+//   auto p = blip2::Pipeline::load("models/blip2-opt");
+//   auto img = blip2::load_image("cat.jpg");
+//   std::cout << p.caption({img})[0].text << "\n";
+//   std::cout << p.answer({img}, {"what is the cat doing?"})[0].text << "\n";
+//
+// A checkpoint directory is HuggingFace's layout: config.json, model.safetensors
+// (or shards), the language model's tokenizer files (vocab.json + merges.txt,
+// tokenizer.json or spiece.model; vocab.txt for retrieval models) and
+// optionally preprocessor_config.json. All errors are blip2::Error subclasses
+// (ConfigError, CheckpointError, InputError) whose message names the file or
+// value, what was expected and what was found.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "blip2/data/image.h"
+#include "blip2/model/generation.h"
+#include "blip2/util/error.h"
+
+namespace at {
+class Tensor;
+}
+
+namespace blip2 {
+
+class Tokenizer;
+struct ImageProcessorConfig;
+struct Blip2Config;
+
+struct PipelineOptions {
+  std::string dtype = "float32";  // "float32" | "bfloat16" | "float16"
+  std::string device = "cpu";     // "cpu", "cuda", "cuda:1" (a CUDA build of libtorch)
+  int threads = 0;                // intra-op threads; 0 = libtorch's default
+};
+
+struct TextResult {
+  std::string text;                // decoded, special tokens skipped, stripped
+  std::vector<int64_t> token_ids;  // as generated (BOS / decoder start first)
+  double seconds = 0;              // wall time of the batch this result came from
+};
+
+class Pipeline {
+ public:
+  static Pipeline load(const std::string& dir, const PipelineOptions& options = {});
+  Pipeline(Pipeline&&) noexcept;
+  Pipeline& operator=(Pipeline&&) noexcept;
+  ~Pipeline();
+
+  // Captions, one per image. `prompt` (e.g. "a photo of") is given to the LM
+  // and is not repeated in the result. Defaults: beam search 5, <= 30 tokens.
+  std::vector<TextResult> caption(const std::vector<Image>& images, const std::string& prompt = "",
+                                  const GenerationConfig& generation = caption_defaults());
+  // One answer per (image, question) pair; the question is put in the VQA
+  // prompt template of the LM family ("Question: {} Answer:" for OPT,
+  // "Question: {} Short answer:" for T5) unless `prompt_template` is given.
+  std::vector<TextResult> answer(const std::vector<Image>& images, const std::vector<std::string>& questions,
+                                 const GenerationConfig& generation = vqa_defaults(),
+                                 const std::string& prompt_template = "");
+  // Raw generation from any prompts (left-padded for decoder-only LMs).
+  std::vector<TextResult> generate(const std::vector<Image>& images, const std::vector<std::string>& prompts,
+                                   const GenerationConfig& generation);
+
+  // ITC features (retrieval checkpoints): (Q, E) per image, (E) per text, L2-normalised.
+  at::Tensor image_embedding(const Image& image);
+  at::Tensor text_embedding(const std::string& text);
+  // ITC similarity (max over queries) and ITM match probability.
+  double similarity(const Image& image, const std::string& text);
+  double match(const Image& image, const std::string& text);
+
+  // Preprocessed pixel values (B, 3, H, W) as the model sees them.
+  at::Tensor pixel_values(const std::vector<Image>& images) const;
+  const Blip2Config& config() const;
+  const Tokenizer& tokenizer() const;
+  std::string vqa_prompt_template() const;
+  bool has_language_model() const;
+  bool has_retrieval_heads() const;
+  double load_seconds() const;
+
+  static GenerationConfig caption_defaults();
+  static GenerationConfig vqa_defaults();
+
+ private:
+  Pipeline();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace blip2

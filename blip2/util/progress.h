@@ -1,0 +1,34 @@
+// Progress reporting on stderr for work that may take more than a second.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <thread>
+
+namespace blip2 {
+
+// Prints "<label>..." once the work has taken over a second, then
+// "<label>: done in 2.3 s" when it ends. Silent for quick work.
+class Progress {
+ public:
+  explicit Progress(std::string label, bool enabled = true);
+  ~Progress();
+  void done();
+
+ private:
+  std::string label_;
+  std::chrono::steady_clock::time_point start_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool finished_ = false, announced_ = false;
+  std::thread thread_;
+};
+
+// "step 12/100 [####------] loss 3.21 ... ETA 01:23" for training loops.
+std::string progress_bar(int64_t done, int64_t total, double seconds_elapsed, int width = 24);
+std::string format_duration(double seconds);
+
+}  // namespace blip2
