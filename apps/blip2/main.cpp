@@ -88,18 +88,20 @@ blip2::Pipeline load_pipeline(const ModelFlags& f, bool verbose) {
 }
 
 struct GenFlags {
-  int beams = 0, max_new_tokens = 0, min_new_tokens = -1, top_k = 50, no_repeat_ngram = 0;
+  // -1 = not given (the subcommand's default applies); given values are
+  // validated by GenerationConfig::validate, so 0 beams is an error.
+  int beams = -1, max_new_tokens = -1, min_new_tokens = -1, top_k = 50, no_repeat_ngram = 0;
   double length_penalty = NAN, temperature = 1.0, top_p = 1.0, repetition_penalty = 1.0;
   bool sample = false;
   uint64_t seed = 0;
 
   blip2::GenerationConfig apply(blip2::GenerationConfig g) const {
-    if (beams > 0) g.num_beams = beams;
-    if (max_new_tokens > 0) g.max_new_tokens = max_new_tokens;
+    if (beams != -1) g.num_beams = beams;
+    if (max_new_tokens != -1) g.max_new_tokens = max_new_tokens;
     if (min_new_tokens >= 0) g.min_new_tokens = min_new_tokens;
     if (!std::isnan(length_penalty)) g.length_penalty = length_penalty;
     g.do_sample = sample;
-    if (sample && beams <= 0) g.num_beams = 1;
+    if (sample && beams == -1) g.num_beams = 1;
     g.temperature = temperature;
     g.top_k = top_k;
     g.top_p = top_p;

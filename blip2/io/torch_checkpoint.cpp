@@ -128,6 +128,7 @@ const StorageDType* by_scalar(at::ScalarType t) {
 struct Mapping {
   uint8_t* data = nullptr;
   uint64_t size = 0;
+  bool read_only = false;  // tensors must then be copies
   ~Mapping() {
     if (data) ::munmap(data, size);
   }
@@ -151,6 +152,12 @@ std::shared_ptr<Mapping> map_file(const std::string& path) {
     throw CheckpointError(where + " is empty (0 bytes): truncated download or failed save?");
   }
   void* p = ::mmap(nullptr, m->size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+  if (p == MAP_FAILED && errno == ENOMEM) {
+    // A writable private mapping counts against the commit limit; a file
+    // larger than RAM + swap can still be mapped read-only (and copied out).
+    p = ::mmap(nullptr, m->size, PROT_READ, MAP_PRIVATE, fd, 0);
+    m->read_only = true;
+  }
   ::close(fd);
   if (p == MAP_FAILED) throw CheckpointError("cannot memory-map " + where + ": " + std::strerror(errno));
   m->data = static_cast<uint8_t*>(p);
@@ -863,7 +870,7 @@ at::Tensor CheckpointReader::storage_base(const std::string& key, const StorageD
   at::Tensor base;
   if (numel == 0) {
     base = at::empty({0}, opts);
-  } else if (reinterpret_cast<uintptr_t>(p) % dt->size == 0) {
+  } else if (!zip_.mapping()->read_only && reinterpret_cast<uintptr_t>(p) % dt->size == 0) {
     auto keep = zip_.mapping();
     base = at::from_blob(const_cast<uint8_t*>(p), {numel}, [keep](void*) {}, opts);
   } else {

@@ -21,6 +21,8 @@ class Collective {
   virtual at::Tensor all_gather_with_grad(const at::Tensor& t) { return t; }
   // In-place average of tensors over ranks (gradients).
   virtual void all_reduce_mean(std::vector<at::Tensor>& ts) {}
+  // In-place copy of `root`'s tensors to every rank.
+  virtual void broadcast(std::vector<at::Tensor>& ts, int root) {}
   virtual void barrier() {}
 };
 

@@ -101,6 +101,15 @@ class GlooCollective : public Collective {
     }
   }
 
+  void broadcast(std::vector<at::Tensor>& ts, int root) override {
+    c10d::BroadcastOptions o;
+    o.rootRank = root;
+    for (auto& t : ts) {
+      std::vector<at::Tensor> one{t};
+      pg_->broadcast(one, o)->wait();
+    }
+  }
+
   void barrier() override { pg_->barrier()->wait(); }
 
  private:

@@ -146,7 +146,7 @@ TrainConfig TrainConfig::from_yaml_file(const std::string& path) {
   auto c = from_yaml_string(ss.str(), path);
   const std::string base = std::filesystem::path(path).parent_path().string();
   for (auto* p : {&c.model_config, &c.init, &c.vision_init, &c.language_model_init, &c.qformer_tokenizer,
-                  &c.lm_tokenizer, &c.annotations, &c.image_root})
+                  &c.lm_tokenizer, &c.annotations, &c.image_root, &c.output_dir})
     resolve(*p, base);
   for (auto& s : c.shards) resolve(s, base);
   return c;

@@ -1,6 +1,7 @@
 // One YAML file per training stage (configs/stage1.yaml, stage2_opt.yaml,
 // stage2_t5.yaml). Every option has its default here and only here; unknown
-// keys are errors (a typo must not silently train with a default).
+// keys are errors (a typo must not silently train with a default). Relative
+// paths in a recipe file are relative to the recipe's own directory.
 #pragma once
 
 #include <cstdint>

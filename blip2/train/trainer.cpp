@@ -139,8 +139,17 @@ Blip2Model build_training_model(const TrainConfig& c) {
 // ---------------------------------------------------------------------------
 // Trainer
 
+namespace {
+// libtorch seeds its default generator from /dev/urandom at start-up: seed it
+// before the fresh parts are initialised so a run is reproducible.
+Blip2Model seeded_model(const TrainConfig& config) {
+  torch::manual_seed(config.seed);
+  return build_training_model(config);
+}
+}  // namespace
+
 Trainer::Trainer(const TrainConfig& config, Collective& collective)
-    : Trainer(config, build_training_model(config), collective) {}
+    : Trainer(config, seeded_model(config), collective) {}
 
 Trainer::Trainer(const TrainConfig& config, Blip2Model model, Collective& collective)
     : config_(config), coll_(collective), model_(std::move(model)) {
@@ -151,6 +160,12 @@ Trainer::~Trainer() = default;
 
 void Trainer::setup() {
   config_.optim.total_steps = config_.max_steps;
+  if (coll_.world_size() > 1) {
+    // Every rank starts from rank 0's weights (as torch's DDP does).
+    torch::NoGradGuard g;
+    auto params = model_->parameters();
+    coll_.broadcast(params, 0);
+  }
   torch::manual_seed(config_.seed + static_cast<uint64_t>(coll_.rank()));
   gen_ = at::detail::createCPUGenerator(config_.seed * 7919 + static_cast<uint64_t>(coll_.rank()));
   if (config_.stage == 1) {
@@ -349,6 +364,24 @@ std::string Trainer::save_checkpoint(const BatchSource* data) {
   for (const auto& p : model_->named_parameters()) ts.emplace_back(p.key(), p.value());
   io::save_safetensors((tmp / "model.safetensors").string(), ts);
   write_file_atomic(tmp / "config.json", model_->config().to_json_string());
+  // Self-contained: the tokenizer the model reads text with, and the image size.
+  const std::string tok_dir = config_.stage == 1 ? config_.qformer_tokenizer : config_.lm_tokenizer;
+  for (const char* f : {"vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                        "added_tokens.json", "spiece.model", "vocab.txt"})
+    if (!tok_dir.empty() && fs::exists(fs::path(tok_dir) / f)) fs::copy_file(fs::path(tok_dir) / f, tmp / f);
+  {
+    const int64_t size = config_.image_size > 0 ? config_.image_size : model_->config().vision.image_size;
+    write_file_atomic(tmp / "preprocessor_config.json",
+                      json({{"image_processor_type", "BlipImageProcessor"},
+                            {"size", {{"height", size}, {"width", size}}},
+                            {"do_resize", true},
+                            {"do_rescale", true},
+                            {"do_normalize", true},
+                            {"resample", 3},
+                            {"image_mean", {0.48145466, 0.4578275, 0.40821073}},
+                            {"image_std", {0.26862954, 0.26130258, 0.27577711}}})
+                          .dump(2));
+  }
   torch::save(*optimizer_, (tmp / "optimizer.pt").string());
   fsync_path(tmp / "optimizer.pt");
   io::save_safetensors((tmp / "rng.safetensors").string(),

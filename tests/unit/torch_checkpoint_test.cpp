@@ -106,9 +106,11 @@ TEST(TorchCheckpointTest, SharedStoragesComeBackAsViewsOfOneBuffer) {
 }
 
 TEST(TorchCheckpointTest, ReadsArchivesOfOtherWritersAndZip64) {
-  // Python's zipfile: entries not aligned (data copied), archive folder "a".
+  // Python's zipfile: entries not aligned (data copied), archive folder "a",
+  // storages located on "cuda:0" (loaded to the CPU).
   auto u = io::load_torch_checkpoint(fixture("unaligned.pth"));
   expect_equal(u.at("w"), torch::tensor({1.0f, 2.0f, 3.0f}), "unaligned");
+  EXPECT_TRUE(u.at("w").device().is_cpu());
   // Every size and offset in ZIP64 extra fields, ZIP64 end records.
   auto z = io::load_torch_checkpoint(fixture("zip64.pth"));
   expect_equal(z.at("w"), torch::tensor({0.0f, 1.0f, 2.0f, 3.0f}).reshape({2, 2}).t(), "zip64");

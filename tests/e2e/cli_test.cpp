@@ -1,0 +1,186 @@
+// The CLI end to end: an image file in, words out, equal to what the library
+// computes from the same pixel values (whose parity with HuggingFace is
+// checked by the golden tests); tokenize / preprocess / verify; bad input.
+#include <nlohmann/json.hpp>
+
+#include "blip2/data/image.h"
+#include "blip2/data/image_processor.h"
+#include "blip2/data/spm_runtime.h"
+#include "blip2/data/tokenizer.h"
+#include "blip2/io/safetensors.h"
+#include "blip2/model/blip2_model.h"
+#include "e2e_util.h"
+
+namespace blip2 {
+namespace {
+
+using nlohmann::json;
+using test::q;
+using test::run_cli;
+using test::TempDir;
+
+const char* kImage = "image_processor/inputs/gradient_64x48.png";
+
+// A complete checkpoint directory: golden weights + a tokenizer of 100 ids.
+std::string make_model_dir(const TempDir& dir, const std::string& golden_case) {
+  test::copy_files(test::golden(golden_case), dir.path(), {"config.json", "model.safetensors"});
+  if (golden_case == "t5") {
+    std::ofstream corpus(dir.file("corpus.txt"));
+    for (int i = 0; i < 400; ++i)
+      corpus << "a photo of " << (i % 2 ? "the red" : "a blue") << " shape number " << i * 7919 % 1000
+             << " question answer what is it\n";
+    corpus.close();
+    SpmModel::train("--input=" + dir.file("corpus.txt") + " --model_prefix=" + dir.file("spiece") +
+                    " --vocab_size=100 --model_type=unigram --character_coverage=1.0 --pad_id=0 --eos_id=1"
+                    " --unk_id=2 --bos_id=-1");
+    std::ofstream(dir.file("tokenizer_config.json")) << R"({"tokenizer_class": "T5Tokenizer", "extra_ids": 0})";
+  } else {
+    test::write_opt_tokenizer(dir.path());
+  }
+  std::ofstream(dir.file("preprocessor_config.json")) << R"({"size": {"height": 16, "width": 16}})";
+  return dir.path();
+}
+
+torch::Tensor pixels_of(const std::string& image) {
+  ImageProcessorConfig c;
+  c.height = c.width = 16;
+  return preprocess(load_image(image), c).unsqueeze(0);
+}
+
+std::vector<int64_t> ids_of(const json& j) { return j.at("token_ids").get<std::vector<int64_t>>(); }
+
+std::vector<int64_t> row(const torch::Tensor& t) {
+  auto r = t[0].contiguous();
+  return std::vector<int64_t>(r.data_ptr<int64_t>(), r.data_ptr<int64_t>() + r.numel());
+}
+
+TEST(CliTest, CaptionEqualsModelGenerationOnTheSamePixels) {
+  for (const std::string c : {"opt", "t5"}) {
+    SCOPED_TRACE(c);
+    TempDir dir;
+    make_model_dir(dir, c);
+    auto r = run_cli("caption --model " + q(dir.path()) + " --beams 3 --max-new-tokens 6 --json " +
+                     q(test::golden(kImage)));
+    ASSERT_EQ(r.code, 0) << r.err;
+    auto j = json::parse(r.out);
+    torch::NoGradGuard g;
+    auto m = load_blip2(dir.path());
+    GenerationConfig gc;
+    gc.num_beams = 3;
+    gc.max_new_tokens = 6;
+    gc.min_new_tokens = 1;
+    auto out = m->generate(pixels_of(test::golden(kImage)), {}, {}, gc);
+    EXPECT_EQ(ids_of(j), row(out.sequences));
+    auto tok = load_tokenizer(dir.path());
+    EXPECT_EQ(j.at("text").get<std::string>(), text::py_strip(tok->decode(ids_of(j), true)));
+  }
+}
+
+TEST(CliTest, AskUsesTheFamilyPromptTemplate) {
+  for (const std::string c : {"opt", "t5"}) {
+    SCOPED_TRACE(c);
+    TempDir dir;
+    make_model_dir(dir, c);
+    auto r = run_cli("ask --model " + q(dir.path()) + " --json --beams 2 " + q(test::golden(kImage)) +
+                     " 'what is it?'");
+    ASSERT_EQ(r.code, 0) << r.err;
+    auto j = json::parse(r.out);
+    torch::NoGradGuard g;
+    auto m = load_blip2(dir.path());
+    auto tok = load_tokenizer(dir.path());
+    const std::string prompt = c == "t5" ? "Question: what is it? Short answer:" : "Question: what is it? Answer:";
+    auto ids = tok->encode(prompt, true);
+    auto t = torch::tensor(ids, torch::kLong).view({1, -1});
+    GenerationConfig gc;
+    gc.num_beams = 2;
+    gc.max_new_tokens = 10;
+    gc.min_new_tokens = 1;
+    gc.length_penalty = -1.0;
+    auto out = m->generate(pixels_of(test::golden(kImage)), t, torch::ones_like(t), gc);
+    EXPECT_EQ(ids_of(j), row(out.sequences));
+    EXPECT_EQ(j.at("question").get<std::string>(), "what is it?");
+  }
+}
+
+TEST(CliTest, BatchOfImagesGivesOneLinePerImage) {
+  TempDir dir;
+  make_model_dir(dir, "opt");
+  auto r = run_cli("caption --model " + q(dir.path()) + " --beams 1 --max-new-tokens 4 --prompt 'a photo of' " +
+                   q(test::golden(kImage)) + " " + q(test::golden("image_processor/inputs/tall_20x90.png")));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 2);
+  EXPECT_NE(r.out.find("gradient_64x48.png: "), std::string::npos);
+}
+
+TEST(CliTest, BadInputGivesOneLineErrorsAndNonZeroExit) {
+  TempDir dir;
+  make_model_dir(dir, "opt");
+  std::ofstream(dir.file("junk.png")) << "this is not an image";
+  struct Case {
+    std::string args, needle;
+  };
+  for (const auto& c : std::vector<Case>{
+           {"caption --model " + q(dir.path()) + " /nonexistent/x.png", "/nonexistent/x.png"},
+           {"caption --model " + q(dir.path()) + " " + q(dir.file("junk.png")), "junk.png"},
+           {"caption --model /nonexistent/model " + q(test::golden(kImage)), "/nonexistent/model"},
+           {"ask --model " + q(dir.path()) + " " + q(test::golden(kImage)) + " '   '", "question is empty"},
+           {"caption --model " + q(dir.path()) + " --beams 0 " + q(test::golden(kImage)), "num_beams"},
+           {"verify /nonexistent/case", "/nonexistent/case"},
+       }) {
+    auto r = run_cli(c.args);
+    EXPECT_EQ(r.code, 1) << c.args << "\n" << r.err;
+    EXPECT_NE(r.err.find(c.needle), std::string::npos) << c.args << "\nstderr: " << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+  EXPECT_NE(run_cli("caption --no-such-flag x.png").code, 0);
+}
+
+TEST(CliTest, TokenizeMatchesTheGoldenIds) {
+  const std::string gdir = test::golden("tokenizers/gpt2");
+  std::ifstream in(gdir + "/cases.json");
+  auto cases = json::parse(in);
+  TempDir dir;
+  // The golden case's own files and init (OPT-style BOS).
+  for (const auto& e : std::filesystem::directory_iterator(gdir))
+    if (e.path().extension() != ".json" || e.path().filename() == "vocab.json")
+      std::filesystem::copy_file(e.path(), dir.file(e.path().filename().string()));
+  const auto& c = cases.at("cases").at(5);
+  auto r = run_cli("tokenize --tokenizer " + q(dir.path()) + " --no-special-tokens " + q(c.at("text").get<std::string>()));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out), c.at("ids"));
+  json line = {{"text", c.at("text")}, {"add_special_tokens", false}};
+  auto r2 = run_cli("tokenize --tokenizer " + q(dir.path()) + " --jsonl", line.dump() + "\n" + line.dump() + "\n");
+  ASSERT_EQ(r2.code, 0) << r2.err;
+  EXPECT_EQ(std::count(r2.out.begin(), r2.out.end(), '\n'), 2);
+  EXPECT_EQ(run_cli("tokenize --tokenizer " + q(dir.path()) + " --jsonl", "{not json}\n").code, 1);
+}
+
+TEST(CliTest, PreprocessWritesThePixelValuesOfTheGolden) {
+  TempDir dir;
+  auto r = run_cli("preprocess --size 16 " + q(test::golden(kImage)) + " -o " + q(dir.file("p.safetensors")));
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto got = io::load_safetensors(dir.file("p.safetensors"));
+  auto want = io::load_safetensors(test::golden("image_processor/size16/all.safetensors"));
+  EXPECT_TRUE(torch::equal(got.at("resized_uint8"), want.at("gradient_64x48.resized_uint8")));
+  EXPECT_LT((got.at("pixel_values")[0] - want.at("gradient_64x48.pixel_values")).abs().max().item<float>(), 1e-5);
+}
+
+TEST(CliTest, VerifyFailsWhenAReferenceTensorIsPerturbed) {
+  auto ok = run_cli("verify " + q(test::golden("itm")));
+  EXPECT_EQ(ok.code, 0) << ok.out;
+  EXPECT_NE(ok.out.find("21 passed, 0 failed"), std::string::npos) << ok.out;
+  TempDir dir;
+  test::copy_files(test::golden("itm"), dir.path(),
+                   {"config.json", "model.safetensors", "inputs.safetensors", "meta.json"});
+  auto outs = io::load_safetensors(test::golden("itm/outputs.safetensors"));
+  outs["itm.logits_per_image"] = outs["itm.logits_per_image"] + 0.01;
+  std::vector<std::pair<std::string, at::Tensor>> v(outs.begin(), outs.end());
+  io::save_safetensors(dir.file("outputs.safetensors"), v);
+  auto bad = run_cli("verify " + q(dir.path()));
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.out.find("itm.logits_per_image 0.01 FAIL"), std::string::npos) << bad.out;
+  EXPECT_NE(bad.out.find("20 passed, 1 failed"), std::string::npos) << bad.out;
+}
+
+}  // namespace
+}  // namespace blip2
