@@ -21,6 +21,7 @@
 #include "blip2/data/image_processor.h"
 #include "blip2/data/tokenizer.h"
 #include "blip2/eval/verify.h"
+#include "blip2/io/convert.h"
 #include "blip2/io/safetensors.h"
 #include "blip2/train/data_source.h"
 #include "blip2/train/distributed.h"
@@ -394,6 +395,16 @@ int main(int argc, char** argv) {
   train->add_option("--max-steps", train_steps, "override train.max_steps");
   train->add_option("--output-dir", train_out, "override train.output_dir");
 
+  std::string conv_src, conv_dst;
+  blip2::io::ConvertOptions conv;
+  auto* convert = app.add_subcommand("convert", "convert between LAVIS .pth and HuggingFace safetensors layouts");
+  convert->add_option("source", conv_src, "LAVIS .pth file, or HF checkpoint directory / .safetensors")->required();
+  convert->add_option("destination", conv_dst, "output directory (or .pth file for HF -> LAVIS)")->required();
+  convert->add_option("--config", conv.config_json, "config.json to put beside the converted HF weights");
+  convert->add_option("--key", conv.key, "entry of the .pth that holds the state dict (default: auto)");
+  convert->add_option("--lm", conv.lm, "LAVIS language-model prefix: opt or t5 (default: auto)");
+  convert->add_option("--dtype", conv.dtype, "cast floating tensors: float32, float16, bfloat16");
+
   int nproc = 1, port = 0;
   std::vector<std::string> launch_args;
   auto* launch = app.add_subcommand("launch", "run a blip2 subcommand in N processes (torchrun-style, loopback Gloo)");
@@ -428,6 +439,13 @@ int main(int argc, char** argv) {
     if (*preprocess) return run_preprocess(pre_size, pre_config, pre_image, pre_output);
     if (*train) return run_train(train_config, resume, resume_from, train_steps, train_out);
     if (*launch) return run_launch(nproc, port, launch_args);
+    if (*convert) {
+      blip2::Progress progress("converting " + conv_src);
+      auto report = blip2::io::convert_checkpoint(conv_src, conv_dst, conv);
+      progress.done();
+      std::printf("%s\n", report.summary().c_str());
+      return 0;
+    }
   } catch (const blip2::Error& e) {
     std::fprintf(stderr, "blip2: error: %s\n", e.what());
     return 1;

@@ -70,7 +70,8 @@ struct Scene {
 
 // Samples a scene: 1-3 objects with uniformly drawn shape, colour and size,
 // bounding boxes inside the image and at least 2 px apart, colours jittered
-// within +-kColorJitter, a background level in 200..245 and noise 0..3.
+// within +-kColorJitter, a background level in 200..245, and background noise
+// in half the scenes (amplitude 1 or 2).
 // Splits train/val/test never contain a held-out composition; every
 // compositional scene contains at least one. To keep the grammar
 // unambiguous, every pair of centres differs by >= 4% of the side between

@@ -202,6 +202,49 @@ TEST(ShapesTest, RenderingIsAntiAliasedAndShapesDiffer) {
   EXPECT_LT(covered["star"], 3200);
 }
 
+TEST(ShapesTest, BackgroundNoiseIsMildAndOnlyOnTheBackground) {
+  int noisy = 0;
+  for (int i = 0; i < 100; ++i) {
+    auto rng = scene_rng(8, Split::kTrain, i);
+    const Scene s = sample_scene(rng, 224, Split::kTrain);
+    EXPECT_GE(s.noise, 0);
+    EXPECT_LE(s.noise, 2);
+    noisy += s.noise > 0;
+  }
+  EXPECT_GT(noisy, 30);
+  EXPECT_LT(noisy, 70);
+
+  Scene s = scene_of({obj("square", "red", "large", 112, 112, 80)});
+  s.background = {201, 201, 201};
+  s.noise = 2;
+  s.noise_seed = 99;
+  const Image img = render_scene(s);
+  std::set<int> levels;
+  for (int y = 0; y < 60; ++y)
+    for (int x = 0; x < 224; ++x) {
+      const uint8_t* p = img.pixel(x, y);
+      ASSERT_EQ(p[0], p[1]);
+      ASSERT_EQ(p[1], p[2]);
+      levels.insert(p[0]);
+    }
+  EXPECT_EQ(levels, (std::set<int>{200, 201, 202, 203}));  // 201 +- 2, clamped at 200
+  for (int y = 73; y < 151; ++y)
+    for (int x = 73; x < 151; ++x) ASSERT_EQ(img.pixel(x, y)[0], 220);
+}
+
+TEST(ShapesTest, WritePngRoundTrips) {
+  TempDir dir;
+  auto rng = scene_rng(2, Split::kTrain, 0);
+  const Image img = render_scene(sample_scene(rng, 96, Split::kTrain));
+  write_png(dir.file("a.png"), img);
+  const Image back = load_image(dir.file("a.png"));
+  EXPECT_EQ(back.width, 96);
+  EXPECT_EQ(back.height, 96);
+  EXPECT_EQ(back.rgb, img.rgb);
+  EXPECT_THROW_WITH(write_png(dir.file("missing/a.png"), img), InputError, dir.file("missing/a.png"));
+  EXPECT_THROW_WITH(write_png(dir.file("b.png"), Image{}), InputError, "empty");
+}
+
 TEST(ShapesTest, CaptionForOneObject) {
   EXPECT_EQ(scene_captions(scene_of({obj("circle", "red", "large", 100, 100)})),
             std::vector<std::string>{"a large red circle"});
