@@ -1,6 +1,7 @@
 #include "blip2/model/blip2_model.h"
 
 #include <chrono>
+#include <cmath>
 #include <fstream>
 #include <map>
 #include <set>
@@ -258,6 +259,26 @@ torch::Tensor from_alias(const std::string& name, const io::TensorStore& store, 
   return {};
 }
 
+// (1, 1 + g*g, D) -> (1, n, D): the class position kept, the g x g grid of
+// patch positions resized bicubically to the new square grid (LAVIS
+// interpolate_pos_embed / HF interpolate_pos_encoding).
+torch::Tensor interpolate_position_embedding(const torch::Tensor& pos, int64_t n) {
+  const int64_t D = pos.size(2);
+  const int64_t old_g = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(pos.size(1) - 1))));
+  const int64_t new_g = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(n - 1))));
+  if (old_g * old_g != pos.size(1) - 1 || new_g * new_g != n - 1)
+    throw CheckpointError("vision_model.embeddings.position_embedding: cannot interpolate " +
+                          std::to_string(pos.size(1)) + " positions to " + std::to_string(n) +
+                          " (both must be 1 + a square number of patches)");
+  auto grid = pos.slice(1, 1).reshape({1, old_g, old_g, D}).permute({0, 3, 1, 2}).to(torch::kFloat);
+  grid = F::interpolate(grid, F::InterpolateFuncOptions()
+                                  .size(std::vector<int64_t>{new_g, new_g})
+                                  .mode(torch::kBicubic)
+                                  .align_corners(false));
+  grid = grid.permute({0, 2, 3, 1}).reshape({1, new_g * new_g, D}).to(pos.scalar_type());
+  return torch::cat({pos.slice(1, 0, 1), grid}, 1);
+}
+
 std::string list_some(const std::vector<std::string>& names, size_t n = 8) {
   std::string s;
   for (size_t i = 0; i < names.size() && i < n; ++i) s += (i ? ", " : "") + names[i];
@@ -317,6 +338,9 @@ void load_weights(Blip2ModelImpl& model, const io::TensorStore& store, const Loa
       if (!options.allow_missing) missing.push_back(name);
       continue;
     }
+    if (src.sizes() != p.sizes() && name == "vision_model.embeddings.position_embedding" && src.dim() == 3 &&
+        p.dim() == 3 && src.size(2) == p.size(2))
+      src = interpolate_position_embedding(src, p.size(1));  // e.g. a 224-px checkpoint run at 364 px
     if (src.sizes() != p.sizes())
       throw CheckpointError("tensor '" + (hit != index.end() ? hit->second : name) + "' in " +
                             (hit != index.end() ? store.file_of(hit->second) : store.description()) +

@@ -102,6 +102,22 @@ TEST(CliTest, AskUsesTheFamilyPromptTemplate) {
   }
 }
 
+TEST(CliTest, TheLibraryExampleCaptionsLikeTheCli) {
+  TempDir dir;
+  make_model_dir(dir, "opt");
+  auto cli = run_cli("caption --model " + q(dir.path()) + " " + q(test::golden(kImage)));
+  ASSERT_EQ(cli.code, 0) << cli.err;
+  TempDir tmp;
+  const std::string cmd = std::string(BLIP2_EXAMPLE) + " " + q(dir.path()) + " " + q(test::golden(kImage)) +
+                          " 'what is it?' >" + tmp.file("out") + " 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  std::stringstream ss;
+  ss << std::ifstream(tmp.file("out")).rdbuf();
+  const std::string out = ss.str();
+  EXPECT_EQ(out.substr(0, cli.out.size()), cli.out);
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 2) << out;
+}
+
 TEST(CliTest, BatchOfImagesGivesOneLinePerImage) {
   TempDir dir;
   make_model_dir(dir, "opt");

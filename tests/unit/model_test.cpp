@@ -240,6 +240,22 @@ TEST_F(LoadTest, ConfigThatDoesNotMatchTheCheckpointIsCaught) {
   EXPECT_THROW_WITH(load_blip2(dir_.path()), CheckpointError, "does not use");
 }
 
+TEST_F(LoadTest, CheckpointPositionsAreInterpolatedToALargerConfiguredImageSize) {
+  // The checkpoint was made at 12 px (4 x 4 patches); the config asks for 18 px (6 x 6).
+  auto c = model_->config();
+  c.vision.image_size = 18;
+  std::ofstream(dir_.file("config.json")) << c.to_json_string();
+  auto m = load_blip2(dir_.path());
+  EXPECT_EQ(m->vision_model->embeddings->position_embedding.sizes(), (std::vector<int64_t>{1, 37, 24}));
+  // The class position is kept; the grid is a smooth resize (same corner-ish values, same mean).
+  auto old = model_->vision_model->embeddings->position_embedding;
+  auto now = m->vision_model->embeddings->position_embedding;
+  EXPECT_TRUE(torch::equal(now.slice(1, 0, 1), old.slice(1, 0, 1)));
+  EXPECT_NEAR(now.slice(1, 1).mean().item<double>(), old.slice(1, 1).mean().item<double>(), 0.05);
+  torch::NoGradGuard g;
+  EXPECT_EQ(m->encode_image(torch::randn({1, 3, 18, 18})).last_hidden_state.size(1), 37);
+}
+
 TEST_F(LoadTest, TruncatedWeightsFileIsACheckpointError) {
   std::filesystem::resize_file(dir_.file("model.safetensors"), 4000);
   EXPECT_THROW_WITH(load_blip2(dir_.path()), CheckpointError, "truncated");
