@@ -59,7 +59,8 @@ Stage1Output stage1_forward(Blip2ModelImpl& model, const Stage1Inputs& in, const
   if (!vit.defined()) {
     if (!in.pixel_values.defined()) throw InputError("[stage1] give pixel_values or vit_embeds");
     // Run the ViT tower without its post_layernorm: that is ln_vision, trained below.
-    torch::NoGradGuard frozen;
+    std::unique_ptr<torch::NoGradGuard> frozen;
+    if (!in.train_vision) frozen = std::make_unique<torch::NoGradGuard>();
     auto v = model.vision_model->forward(in.pixel_values, true);
     vit = v.hidden_states.back();
   }
@@ -87,9 +88,20 @@ Stage1Output stage1_forward(Blip2ModelImpl& model, const Stage1Inputs& in, const
   auto text_feat_all = coll.all_gather(out.text_feat);      // (B*W, E)
   out.sim_i2t = std::get<0>(torch::einsum("bqe,te->btq", {out.image_feats, text_feat_all}).max(-1)) / model.temp;
   out.sim_t2i = std::get<0>(torch::einsum("be,tqe->btq", {out.text_feat, image_feats_all}).max(-1)) / model.temp;
-  auto targets = torch::arange(rank * B, rank * B + B, torch::TensorOptions().dtype(torch::kLong).device(vit.device()));
-  out.loss_itc = (cross_entropy(out.sim_i2t, targets, o.itc_label_smoothing) +
-                  cross_entropy(out.sim_t2i, targets, o.itc_label_smoothing)) / 2;
+  torch::Tensor same_image;  // (B, B*W) pairs showing the same image (retrieval fine-tuning)
+  if (in.image_ids.defined()) {
+    nn::check_shape(in.image_ids, {B}, "stage1", "image_ids", "one id per image");
+    auto ids = in.image_ids.to(vit.device()).view({-1, 1});
+    same_image = ids == coll.all_gather(ids).view({1, -1});
+    auto t = same_image.to(out.sim_i2t.scalar_type());
+    t = t / t.sum(1, true);
+    t = 0.9 * t + 0.1 / static_cast<double>(t.size(1));
+    out.loss_itc = (-(out.sim_i2t.log_softmax(1) * t).sum(1).mean() - (out.sim_t2i.log_softmax(1) * t).sum(1).mean()) / 2;
+  } else {
+    auto targets = torch::arange(rank * B, rank * B + B, torch::TensorOptions().dtype(torch::kLong).device(vit.device()));
+    out.loss_itc = (cross_entropy(out.sim_i2t, targets, o.itc_label_smoothing) +
+                    cross_entropy(out.sim_t2i, targets, o.itc_label_smoothing)) / 2;
+  }
 
   // ---- ITM with hard negatives drawn from the ITC similarities.
   auto text_ids_all = coll.all_gather(in.text_ids);
@@ -99,7 +111,8 @@ Stage1Output stage1_forward(Blip2ModelImpl& model, const Stage1Inputs& in, const
     torch::NoGradGuard g;
     auto diag = [&](torch::Tensor s) {
       s = s.detach().clone();
-      s.slice(1, rank * B, rank * B + B).diagonal().fill_(o.diag_fill);
+      if (same_image.defined()) s.masked_fill_(same_image, o.diag_fill);  // no "negative" of the same image
+      else s.slice(1, rank * B, rank * B + B).diagonal().fill_(o.diag_fill);
       return s.softmax(1);
     };
     out.weights_t2i = diag(out.sim_t2i);

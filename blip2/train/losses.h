@@ -47,6 +47,11 @@ struct Stage1Inputs {
   // from the ITC softmax with `generator`.
   torch::Tensor neg_image_idx, neg_text_idx;
   torch::Generator generator;
+  // Retrieval fine-tuning: (B,) image ids. ITC targets are every pair with
+  // the same image (smoothed 0.9 / 0.1 as LAVIS), ITM never draws a
+  // "negative" of the same image.
+  torch::Tensor image_ids;
+  bool train_vision = false;  // gradients through the ViT (fine-tuning)
 };
 
 struct Stage1Output {

@@ -1,6 +1,8 @@
 #include "blip2/train/optim.h"
 
+#include <algorithm>
 #include <cmath>
+#include <tuple>
 
 #include "blip2/util/error.h"
 
@@ -38,28 +40,57 @@ ParamGroups split_for_weight_decay(const torch::nn::Module& m) {
   return g;
 }
 
-std::unique_ptr<torch::optim::AdamW> make_adamw(const torch::nn::Module& m, const OptimConfig& c) {
-  c.validate();
-  auto g = split_for_weight_decay(m);
-  if (g.decay.empty() && g.no_decay.empty())
-    throw ConfigError("nothing to train: every parameter is frozen (requires_grad is false everywhere)");
-  auto opts = [&](double wd) {
-    return std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(learning_rate(c, 0))
-                                                            .betas({c.beta1, c.beta2})
-                                                            .eps(c.eps)
-                                                            .weight_decay(wd));
-  };
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  if (!g.decay.empty()) groups.emplace_back(g.decay, opts(c.weight_decay));
-  if (!g.no_decay.empty()) groups.emplace_back(g.no_decay, opts(0.0));
-  return std::make_unique<torch::optim::AdamW>(groups, torch::optim::AdamWOptions(learning_rate(c, 0))
-                                                           .betas({c.beta1, c.beta2})
-                                                           .eps(c.eps)
-                                                           .weight_decay(c.weight_decay));
+double layer_lr_scale(const std::string& name, int64_t L, double decay) {
+  if (decay == 1.0) return 1.0;
+  int64_t layer = L + 1;
+  if (name.rfind("vision_model.embeddings.", 0) == 0) {
+    layer = 0;
+  } else {
+    const std::string p = "vision_model.encoder.layers.";
+    if (name.rfind(p, 0) == 0) layer = std::stoll(name.substr(p.size())) + 1;
+  }
+  return std::pow(decay, static_cast<double>(L + 1 - layer));
 }
 
-void set_learning_rate(torch::optim::Optimizer& opt, double lr) {
-  for (auto& group : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+std::unique_ptr<torch::optim::AdamW> make_adamw(const torch::nn::Module& m, const OptimConfig& c, int64_t L,
+                                                std::vector<double>* lr_scales) {
+  c.validate();
+  // (no_decay, scale) -> parameters, in first-seen order.
+  std::vector<std::tuple<bool, double, std::vector<torch::Tensor>>> groups;
+  for (const auto& p : m.named_parameters(true)) {
+    if (!p.value().requires_grad()) continue;
+    const bool no_decay = p.value().dim() < 2 || p.key().find("bias") != std::string::npos;
+    const double scale = layer_lr_scale(p.key(), L, c.layer_decay);
+    auto it = std::find_if(groups.begin(), groups.end(),
+                           [&](const auto& g) { return std::get<0>(g) == no_decay && std::get<1>(g) == scale; });
+    if (it == groups.end()) {
+      groups.emplace_back(no_decay, scale, std::vector<torch::Tensor>{});
+      it = groups.end() - 1;
+    }
+    std::get<2>(*it).push_back(p.value());
+  }
+  if (groups.empty())
+    throw ConfigError("nothing to train: every parameter is frozen (requires_grad is false everywhere)");
+  std::vector<torch::optim::OptimizerParamGroup> pg;
+  if (lr_scales) lr_scales->clear();
+  for (auto& [no_decay, scale, params] : groups) {
+    auto o = std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(learning_rate(c, 0) * scale)
+                                                              .betas({c.beta1, c.beta2})
+                                                              .eps(c.eps)
+                                                              .weight_decay(no_decay ? 0.0 : c.weight_decay));
+    pg.emplace_back(params, std::move(o));
+    if (lr_scales) lr_scales->push_back(scale);
+  }
+  return std::make_unique<torch::optim::AdamW>(pg, torch::optim::AdamWOptions(learning_rate(c, 0))
+                                                       .betas({c.beta1, c.beta2})
+                                                       .eps(c.eps)
+                                                       .weight_decay(c.weight_decay));
+}
+
+void set_learning_rate(torch::optim::Optimizer& opt, double lr, const std::vector<double>& scales) {
+  auto& groups = opt.param_groups();
+  for (size_t i = 0; i < groups.size(); ++i)
+    static_cast<torch::optim::AdamWOptions&>(groups[i].options()).lr(lr * (i < scales.size() ? scales[i] : 1.0));
 }
 
 }  // namespace blip2

@@ -22,6 +22,9 @@ struct OptimConfig {
   double weight_decay = 0.05;
   double beta1 = 0.9, beta2 = 0.98, eps = 1e-8;
   double grad_clip = 0.0;  // max global L2 norm; 0 = off
+  // Image-encoder fine-tuning (paper Sec. 4.1, BEiT-style): ViT layer i of L
+  // gets lr * layer_decay^(L + 1 - i) (embeddings i = 0); 1 = off.
+  double layer_decay = 1.0;
 
   void validate() const;  // ConfigError naming the option
 };
@@ -36,7 +39,12 @@ struct ParamGroups {
 // Splits the module's trainable parameters as LAVIS does.
 ParamGroups split_for_weight_decay(const torch::nn::Module& m);
 
-std::unique_ptr<torch::optim::AdamW> make_adamw(const torch::nn::Module& m, const OptimConfig& c);
-void set_learning_rate(torch::optim::Optimizer& opt, double lr);
+// lr multiplier of a parameter under layer-wise decay (1 outside the ViT tower).
+double layer_lr_scale(const std::string& name, int64_t num_vision_layers, double layer_decay);
+
+// One param group per (weight decay, lr scale); `lr_scales` receives each group's multiplier.
+std::unique_ptr<torch::optim::AdamW> make_adamw(const torch::nn::Module& m, const OptimConfig& c,
+                                                int64_t num_vision_layers = 0, std::vector<double>* lr_scales = nullptr);
+void set_learning_rate(torch::optim::Optimizer& opt, double lr, const std::vector<double>& lr_scales = {});
 
 }  // namespace blip2

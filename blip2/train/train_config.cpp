@@ -51,7 +51,8 @@ std::map<std::string, std::map<std::string, Setter>> schema(TrainConfig& c) {
         {"vision_init", set(&c.vision_init)},
         {"language_model_init", set(&c.language_model_init)},
         {"qformer_tokenizer", set(&c.qformer_tokenizer)},
-        {"lm_tokenizer", set(&c.lm_tokenizer)}}},
+        {"lm_tokenizer", set(&c.lm_tokenizer)},
+        {"train_vision", set(&c.train_vision)}}},
       {"data",
        {{"annotations", set(&c.annotations)},
         {"image_root", set(&c.image_root)},
@@ -65,7 +66,8 @@ std::map<std::string, std::map<std::string, Setter>> schema(TrainConfig& c) {
         {"prompt", set(&c.prompt)},
         {"itc", set(&c.itc)},
         {"itm", set(&c.itm)},
-        {"itg", set(&c.itg)}}},
+        {"itg", set(&c.itg)},
+        {"mode", set(&c.mode)}}},
       {"optim",
        {{"lr", set(&c.optim.lr)},
         {"min_lr", set(&c.optim.min_lr)},
@@ -75,7 +77,8 @@ std::map<std::string, std::map<std::string, Setter>> schema(TrainConfig& c) {
         {"beta1", set(&c.optim.beta1)},
         {"beta2", set(&c.optim.beta2)},
         {"eps", set(&c.optim.eps)},
-        {"grad_clip", set(&c.optim.grad_clip)}}},
+        {"grad_clip", set(&c.optim.grad_clip)},
+        {"layer_decay", set(&c.optim.layer_decay)}}},
       {"train",
        {{"batch_size", set(&c.batch_size)},
         {"grad_accum", set(&c.grad_accum)},
@@ -134,6 +137,7 @@ TrainConfig TrainConfig::from_yaml_string(const std::string& yaml, const std::st
     }
   }
   c.optim.total_steps = c.max_steps;
+  if (c.mode == "caption" && c.prompt.empty()) c.prompt = "a photo of";
   c.validate(source);
   return c;
 }
@@ -165,6 +169,10 @@ void TrainConfig::validate(const std::string& source) const {
   if (workers < 0) bad("data.workers must be >= 0");
   if (image_size < 0) bad("data.image_size must be >= 0 (0 = the model's)");
   if (stage == 1 && !itc && !itm && !itg) bad("stage 1 needs at least one of objective.itc, itm, itg");
+  if (mode != "pretrain" && mode != "retrieval" && mode != "caption")
+    bad("objective.mode '" + mode + "' is not one of pretrain, retrieval, caption");
+  if (mode == "retrieval" && stage != 1) bad("objective.mode retrieval is a stage-1 fine-tuning (set stage: 1)");
+  if (mode == "caption" && stage != 2) bad("objective.mode caption is a stage-2 fine-tuning (set stage: 2)");
   if (!annotations.empty() && !shards.empty()) bad("give data.annotations or data.shards, not both");
   optim.validate();
 }
@@ -175,7 +183,8 @@ std::string TrainConfig::to_yaml() const {
   e << YAML::Key << "model" << YAML::Value << YAML::BeginMap << YAML::Key << "config" << YAML::Value << model_config
     << YAML::Key << "init" << YAML::Value << init << YAML::Key << "vision_init" << YAML::Value << vision_init
     << YAML::Key << "language_model_init" << YAML::Value << language_model_init << YAML::Key << "qformer_tokenizer"
-    << YAML::Value << qformer_tokenizer << YAML::Key << "lm_tokenizer" << YAML::Value << lm_tokenizer << YAML::EndMap;
+    << YAML::Value << qformer_tokenizer << YAML::Key << "lm_tokenizer" << YAML::Value << lm_tokenizer << YAML::Key
+    << "train_vision" << YAML::Value << train_vision << YAML::EndMap;
   e << YAML::Key << "data" << YAML::Value << YAML::BeginMap << YAML::Key << "annotations" << YAML::Value
     << annotations << YAML::Key << "image_root" << YAML::Value << image_root << YAML::Key << "shards" << YAML::Value
     << shards << YAML::Key << "skip_missing_images" << YAML::Value << skip_missing_images << YAML::Key
@@ -183,13 +192,15 @@ std::string TrainConfig::to_yaml() const {
     << "augment" << YAML::Value << augment << YAML::EndMap;
   e << YAML::Key << "objective" << YAML::Value << YAML::BeginMap << YAML::Key << "max_txt_len" << YAML::Value
     << max_txt_len << YAML::Key << "prompt" << YAML::Value << prompt << YAML::Key << "itc" << YAML::Value << itc
-    << YAML::Key << "itm" << YAML::Value << itm << YAML::Key << "itg" << YAML::Value << itg << YAML::EndMap;
+    << YAML::Key << "itm" << YAML::Value << itm << YAML::Key << "itg" << YAML::Value << itg << YAML::Key << "mode"
+    << YAML::Value << mode << YAML::EndMap;
   e << YAML::Key << "optim" << YAML::Value << YAML::BeginMap << YAML::Key << "lr" << YAML::Value << optim.lr
     << YAML::Key << "min_lr" << YAML::Value << optim.min_lr << YAML::Key << "warmup_lr" << YAML::Value
     << optim.warmup_lr << YAML::Key << "warmup_steps" << YAML::Value << optim.warmup_steps << YAML::Key
     << "weight_decay" << YAML::Value << optim.weight_decay << YAML::Key << "beta1" << YAML::Value << optim.beta1
     << YAML::Key << "beta2" << YAML::Value << optim.beta2 << YAML::Key << "eps" << YAML::Value << optim.eps
-    << YAML::Key << "grad_clip" << YAML::Value << optim.grad_clip << YAML::EndMap;
+    << YAML::Key << "grad_clip" << YAML::Value << optim.grad_clip << YAML::Key << "layer_decay" << YAML::Value
+    << optim.layer_decay << YAML::EndMap;
   e << YAML::Key << "train" << YAML::Value << YAML::BeginMap << YAML::Key << "batch_size" << YAML::Value
     << batch_size << YAML::Key << "grad_accum" << YAML::Value << grad_accum << YAML::Key << "max_steps"
     << YAML::Value << max_steps << YAML::Key << "seed" << YAML::Value << seed << YAML::Key << "bf16" << YAML::Value

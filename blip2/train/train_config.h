@@ -22,6 +22,7 @@ struct TrainConfig {
   std::string language_model_init;  // HF OPT/T5 checkpoint (its own names) for the frozen LLM
   std::string qformer_tokenizer;    // directory with vocab.txt (+ [DEC]) for the Q-Former text side
   std::string lm_tokenizer;         // directory with the LLM's tokenizer files (stage 2)
+  bool train_vision = false;        // fine-tuning: also train the image encoder (layer-wise lr decay)
 
   // data
   std::string annotations;          // LAVIS caption JSON: [{image, caption, image_id}]
@@ -36,6 +37,10 @@ struct TrainConfig {
   int64_t max_txt_len = 32;
   std::string prompt;               // stage 2: prompt tokens are not targets ("a photo of")
   bool itc = true, itm = true, itg = true;  // stage-1 ablations
+  // "pretrain" (default); "retrieval" (stage 1: ITC targets and ITM negatives
+  // from image ids, several captions of one image are all positives);
+  // "caption" (stage 2: prompt defaults to "a photo of").
+  std::string mode = "pretrain";
 
   // optimisation
   OptimConfig optim;

@@ -126,11 +126,12 @@ Blip2Model build_training_model(const TrainConfig& c) {
   for (auto& p : m->named_parameters()) {
     const auto& n = p.key();
     const bool frozen = n.rfind("language_model.", 0) == 0 ||
-                        (n.rfind("vision_model.", 0) == 0 && n.rfind("vision_model.post_layernorm.", 0) != 0);
+                        (!c.train_vision && n.rfind("vision_model.", 0) == 0 &&
+                         n.rfind("vision_model.post_layernorm.", 0) != 0);
     p.value().set_requires_grad(!frozen);
   }
   m->train();
-  m->vision_model->eval();
+  m->vision_model->eval();  // the ViT has no dropout; fine-tuning it changes its weights only
   if (m->language_model) m->language_model->eval();
   // post_layernorm has no dropout; eval() on the tower is what matters.
   return m;
@@ -180,7 +181,7 @@ void Trainer::setup() {
       throw ConfigError("stage 2 needs model.lm_tokenizer (the language model's tokenizer directory)");
     lm_tok_ = load_tokenizer(config_.lm_tokenizer);
   }
-  optimizer_ = make_adamw(*model_, config_.optim);
+  optimizer_ = make_adamw(*model_, config_.optim, model_->config().vision.num_hidden_layers, &lr_scales_);
 }
 
 std::map<std::string, torch::Tensor> Trainer::losses(const TrainBatch& batch) {
@@ -197,6 +198,24 @@ std::map<std::string, torch::Tensor> Trainer::losses(const TrainBatch& batch) {
     in.text_ids = ids;
     in.text_mask = mask;
     in.generator = gen_;
+    in.train_vision = config_.train_vision;
+    if (config_.mode == "retrieval") {
+      // Image ids as integers: numeric ids as they are, others hashed (FNV-1a),
+      // the same on every rank.
+      std::vector<int64_t> ids;
+      for (const auto& s : batch.image_ids) {
+        char* end = nullptr;
+        long long v = std::strtoll(s.c_str(), &end, 10);
+        if (!s.empty() && *end == '\0') {
+          ids.push_back(v);
+        } else {
+          uint64_t h = 1469598103934665603ULL;
+          for (unsigned char ch : s) h = (h ^ ch) * 1099511628211ULL;
+          ids.push_back(static_cast<int64_t>(h >> 1));
+        }
+      }
+      in.image_ids = torch::tensor(ids, torch::kLong);
+    }
     Stage1Options o;
     o.dec_token_id = *qformer_tok_->token_to_id("[DEC]");
     o.pad_token_id = qformer_tok_->pad_id().value_or(0);
@@ -256,7 +275,7 @@ StepMetrics Trainer::train_step(BatchSource& data) {
   auto t0 = std::chrono::steady_clock::now();
   StepMetrics m;
   const double lr = learning_rate(config_.optim, step_);
-  set_learning_rate(*optimizer_, lr);
+  set_learning_rate(*optimizer_, lr, lr_scales_);
   optimizer_->zero_grad();
   int64_t samples = 0;
   for (int64_t micro = 0; micro < config_.grad_accum; ++micro) {

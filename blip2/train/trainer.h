@@ -87,6 +87,7 @@ class Trainer {
   Blip2Model model_{nullptr};
   std::unique_ptr<torch::optim::AdamW> optimizer_;
   std::shared_ptr<Tokenizer> qformer_tok_, lm_tok_;
+  std::vector<double> lr_scales_;  // per param group (layer-wise decay)
   torch::Generator gen_;  // hard negatives, prefix splits
   int64_t step_ = 0;
   int64_t samples_ = 0;

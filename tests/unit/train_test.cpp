@@ -2,6 +2,7 @@
 // losses against hand computation, finite-difference gradients, overfitting,
 // frozen parameters, bit-exact resume.
 #include <cmath>
+#include <set>
 #include <fstream>
 
 #include "blip2/data/tokenizer.h"
@@ -125,6 +126,32 @@ TEST(Stage1LossTest, LossesMatchHandComputation) {
   EXPECT_EQ(out.itm_labels.sum().item<int64_t>(), 3);
   // ITG targets: the text after [DEC], pads ignored.
   EXPECT_TRUE(torch::equal(out.itg_labels, torch::tensor({{7, 8, 9, 2}, {10, 11, 2, -100}, {12, 2, -100, -100}})));
+}
+
+TEST(Stage1LossTest, RetrievalFineTuningTreatsEveryCaptionOfAnImageAsPositive) {
+  auto m = stage1_model();
+  auto in = stage1_inputs();
+  in.image_ids = torch::tensor({7, 7, 9}, torch::kLong);  // texts 0 and 1 describe the same image
+  in.neg_image_idx = torch::Tensor();
+  in.neg_text_idx = torch::Tensor();
+  in.generator = at::detail::createCPUGenerator(4);
+  auto out = stage1_forward(*m, in, stage1_options());
+  // Targets: rows 0 and 1 put half the (0.9) mass on columns 0 and 1, plus 0.1 spread uniformly.
+  double want = 0;
+  const double t[3][3] = {{0.45 + 0.1 / 3, 0.45 + 0.1 / 3, 0.1 / 3},
+                          {0.45 + 0.1 / 3, 0.45 + 0.1 / 3, 0.1 / 3},
+                          {0.1 / 3, 0.1 / 3, 0.9 + 0.1 / 3}};
+  for (auto* sim : {&out.sim_i2t, &out.sim_t2i}) {
+    auto lp = sim->to(torch::kDouble).log_softmax(1);
+    for (int i = 0; i < 3; ++i)
+      for (int j = 0; j < 3; ++j) want -= t[i][j] * lp[i][j].item<double>() / 3 / 2;
+  }
+  EXPECT_NEAR(out.loss_itc.item<double>(), want, 1e-5);
+  // No hard negative shows the same image.
+  EXPECT_LT(out.weights_i2t[0][1].item<float>(), 1e-6);
+  EXPECT_LT(out.weights_t2i[1][0].item<float>(), 1e-6);
+  EXPECT_EQ(out.neg_image_idx[0].item<int64_t>(), 2);
+  EXPECT_EQ(out.neg_image_idx[1].item<int64_t>(), 2);
 }
 
 TEST(Stage1LossTest, HardNegativesExcludeTheOwnPair) {
@@ -297,6 +324,31 @@ TEST_F(TrainLoopTest, FrozenParametersStayBitIdenticalAndHaveNoOptimizerState) {
   EXPECT_TRUE(t.model()->qformer->is_training());
 }
 
+TEST_F(TrainLoopTest, FineTuningTheImageEncoderUpdatesIt) {
+  cfg_.max_steps = 3;
+  cfg_.train_vision = true;
+  cfg_.optim.layer_decay = 0.9;
+  Trainer t(cfg_);
+  std::map<std::string, torch::Tensor> before;
+  for (const auto& p : t.model()->named_parameters()) before[p.key()] = p.value().clone();
+  auto src = source();
+  t.fit(src);
+  for (const char* n : {"vision_model.embeddings.patch_embedding.weight", "vision_model.encoder.layers.2.mlp.fc2.weight"})
+    EXPECT_FALSE(torch::equal(t.model()->named_parameters()[n], before[n])) << n;
+}
+
+TEST_F(TrainLoopTest, RetrievalModeTrainsWithImageIds) {
+  cfg_.max_steps = 2;
+  cfg_.mode = "retrieval";
+  Trainer t(cfg_);
+  auto src = source();
+  std::vector<StepMetrics> ms;
+  t.on_step = [&](const StepMetrics& m) { ms.push_back(m); };
+  t.fit(src);
+  ASSERT_EQ(ms.size(), 2u);
+  EXPECT_TRUE(std::isfinite(ms.back().loss_itc));
+}
+
 TEST_F(TrainLoopTest, ResumeContinuesBitExactly) {
   cfg_.max_steps = 6;
   cfg_.save_every = 3;
@@ -361,6 +413,11 @@ TEST(TrainConfigTest, UnknownKeysAndBadValuesAreNamed) {
   EXPECT_THROW_WITH(TrainConfig::from_yaml_string("train:\n  max_steps: many\n", "s1.yaml"), ConfigError,
                     "train.max_steps: cannot read 'many'");
   EXPECT_THROW_WITH(TrainConfig::from_yaml_string("model: [1, 2\n", "s1.yaml"), ConfigError, "not valid YAML");
+  EXPECT_THROW_WITH(TrainConfig::from_yaml_string("stage: 2\nobjective:\n  mode: retrieval\n", "s.yaml"), ConfigError,
+                    "retrieval is a stage-1 fine-tuning");
+  EXPECT_THROW_WITH(TrainConfig::from_yaml_string("objective:\n  mode: vqa2\n", "s.yaml"), ConfigError,
+                    "'vqa2' is not one of");
+  EXPECT_EQ(TrainConfig::from_yaml_string("stage: 2\nobjective:\n  mode: caption\n", "s.yaml").prompt, "a photo of");
   auto c = TrainConfig::from_yaml_string("stage: 2\noptim:\n  lr: 0.0002\ntrain:\n  max_steps: 7\n", "x");
   EXPECT_EQ(c.stage, 2);
   EXPECT_EQ(c.optim.total_steps, 7);
@@ -380,6 +437,29 @@ TEST(OptimTest, WarmupThenCosineToMinLr) {
   EXPECT_DOUBLE_EQ(learning_rate(c, 10), 1e-4);
   EXPECT_NEAR(learning_rate(c, 60), 5.5e-5, 1e-12);
   EXPECT_NEAR(learning_rate(c, 110), 1e-5, 1e-12);
+}
+
+TEST(OptimTest, LayerDecayGivesEarlierVitLayersSmallerRates) {
+  EXPECT_DOUBLE_EQ(layer_lr_scale("vision_model.embeddings.patch_embedding.weight", 3, 0.5), 0.0625);
+  EXPECT_DOUBLE_EQ(layer_lr_scale("vision_model.encoder.layers.0.mlp.fc1.weight", 3, 0.5), 0.125);
+  EXPECT_DOUBLE_EQ(layer_lr_scale("vision_model.encoder.layers.2.mlp.fc1.weight", 3, 0.5), 0.5);
+  EXPECT_DOUBLE_EQ(layer_lr_scale("vision_model.post_layernorm.weight", 3, 0.5), 1.0);
+  EXPECT_DOUBLE_EQ(layer_lr_scale("qformer.layernorm.weight", 3, 0.5), 1.0);
+  EXPECT_DOUBLE_EQ(layer_lr_scale("vision_model.encoder.layers.0.mlp.fc1.weight", 3, 1.0), 1.0);
+  auto m = stage1_model();
+  for (auto& p : m->parameters()) p.set_requires_grad(true);
+  OptimConfig c;
+  c.layer_decay = 0.5;
+  c.warmup_steps = 0;
+  std::vector<double> scales;
+  auto opt = make_adamw(*m, c, 3, &scales);
+  set_learning_rate(*opt, 1e-4, scales);
+  ASSERT_EQ(scales.size(), opt->param_groups().size());
+  std::set<double> lrs;
+  for (auto& g : opt->param_groups()) lrs.insert(static_cast<torch::optim::AdamWOptions&>(g.options()).lr());
+  // 1e-4 times 1, 1/2, 1/4, 1/8, 1/16 (layers 2, 1, 0, embeddings).
+  EXPECT_EQ(lrs.size(), 5u);
+  EXPECT_NEAR(*lrs.begin(), 1e-4 / 16, 1e-12);
 }
 
 TEST(OptimTest, NoWeightDecayOnBiasesAndNorms) {
