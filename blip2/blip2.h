@@ -86,6 +86,10 @@ class Pipeline {
   static GenerationConfig vqa_defaults();
 
  private:
+  std::vector<TextResult> generate_with_qformer_text(const std::vector<Image>& images,
+                                                     const std::vector<std::string>& prompts,
+                                                     const std::vector<std::string>& qformer_texts,
+                                                     const GenerationConfig& generation);
   Pipeline();
   struct Impl;
   std::unique_ptr<Impl> impl_;

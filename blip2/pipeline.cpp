@@ -5,6 +5,7 @@
 
 #include "blip2/blip2.h"
 #include "blip2/data/image_processor.h"
+#include "blip2/data/text_batch.h"
 #include "blip2/data/tokenizer.h"
 #include "blip2/model/blip2_model.h"
 #include "blip2/nn/ops.h"
@@ -16,6 +17,7 @@ namespace blip2 {
 struct Pipeline::Impl {
   Blip2Model model{nullptr};
   std::unique_ptr<Tokenizer> tok;
+  std::unique_ptr<Tokenizer> qformer_tok;  // models whose Q-Former reads the question
   ImageProcessorConfig proc;
   torch::Device device{torch::kCPU};
   torch::ScalarType dtype = torch::kFloat;
@@ -67,6 +69,13 @@ Pipeline Pipeline::load(const std::string& dir, const PipelineOptions& options) 
   lo.device = s.device;
   s.model = load_blip2(dir, lo);
   s.tok = load_tokenizer(dir);
+  if (s.model->parts().qformer_text) {
+    const fs::path q = fs::path(dir) / "qformer_tokenizer";
+    if (!fs::is_directory(q))
+      throw ConfigError("model '" + dir + "' has a Q-Former that reads text but no qformer_tokenizer/ directory "
+                        "(the BERT vocab.txt with [DEC]); copy it from the training run");
+    s.qformer_tok = load_tokenizer(q.string());
+  }
   const auto& vc = s.model->config().vision;
   if (fs::exists(fs::path(dir) / "preprocessor_config.json")) {
     s.proc = ImageProcessorConfig::from_json_file((fs::path(dir) / "preprocessor_config.json").string());
@@ -94,6 +103,13 @@ at::Tensor Pipeline::pixel_values(const std::vector<Image>& images) const {
 
 std::vector<TextResult> Pipeline::generate(const std::vector<Image>& images, const std::vector<std::string>& prompts,
                                            const GenerationConfig& generation) {
+  return generate_with_qformer_text(images, prompts, {}, generation);
+}
+
+std::vector<TextResult> Pipeline::generate_with_qformer_text(const std::vector<Image>& images,
+                                                             const std::vector<std::string>& prompts,
+                                                             const std::vector<std::string>& qformer_texts,
+                                                             const GenerationConfig& generation) {
   auto& s = *impl_;
   if (!has_language_model())
     throw InputError("this checkpoint has no language model (a retrieval model): it can match and embed, not caption");
@@ -126,22 +142,20 @@ std::vector<TextResult> Pipeline::generate(const std::vector<Image>& images, con
                        std::to_string(config().num_query_tokens) + " query tokens and max_new_tokens " +
                        std::to_string(generation.max_new_tokens) + " at most " + std::to_string(limit) +
                        " fit the language model's context; shorten the prompt");
-    const int64_t L = static_cast<int64_t>(longest);
-    ids = torch::full({B, L}, pad, torch::kLong);
-    mask = torch::zeros({B, L}, torch::kLong);
-    for (int64_t b = 0; b < B; ++b) {
-      const auto& r = rows[static_cast<size_t>(b)];
-      const int64_t n = static_cast<int64_t>(r.size());
-      const int64_t off = decoder_only ? L - n : 0;  // left padding for decoder-only LMs
-      for (int64_t j = 0; j < n; ++j) {
-        ids[b][off + j] = r[static_cast<size_t>(j)];
-        mask[b][off + j] = 1;
-      }
-    }
+    std::tie(ids, mask) = pad_batch(rows, pad, /*left_pad=*/decoder_only, /*allow_empty=*/true);
     ids = ids.to(s.device);
     mask = mask.to(s.device);
   }
-  auto out = s.model->generate(pixels, ids, mask, generation);
+  torch::Tensor qids, qmask;
+  if (!qformer_texts.empty() && s.qformer_tok) {
+    TextBatchOptions o;
+    o.max_len = config().qformer.max_position_embeddings;
+    o.pad_id = s.qformer_tok->pad_id().value_or(0);
+    std::tie(qids, qmask) = encode_batch(*s.qformer_tok, qformer_texts, o);
+    qids = qids.to(s.device);
+    qmask = qmask.to(s.device);
+  }
+  auto out = s.model->generate(pixels, ids, mask, generation, true, qids, qmask);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   auto seqs = out.sequences.to(torch::kCPU);
   std::vector<TextResult> res;
@@ -174,7 +188,8 @@ std::vector<TextResult> Pipeline::answer(const std::vector<Image>& images, const
     if (text::py_strip(q).empty()) throw InputError("the question is empty; ask something about the image");
     prompts.push_back(tmpl.substr(0, at) + q + tmpl.substr(at + 2));
   }
-  return generate(images, prompts, generation);
+  // Models fine-tuned for VQA also read the question in the Q-Former.
+  return generate_with_qformer_text(images, prompts, questions, generation);
 }
 
 namespace {
@@ -184,14 +199,10 @@ void require_retrieval(const Pipeline& p) {
 }
 
 std::pair<torch::Tensor, torch::Tensor> encode_text(const Tokenizer& tok, const std::string& text, int64_t max_len) {
-  auto ids = tok.encode(text, true);
-  if (static_cast<int64_t>(ids.size()) > max_len) {
-    const int64_t last = ids.back();
-    ids.resize(static_cast<size_t>(max_len));
-    ids.back() = last;
-  }
-  auto t = torch::tensor(ids, torch::kLong).view({1, -1});
-  return {t, torch::ones_like(t)};
+  TextBatchOptions o;
+  o.max_len = max_len;
+  o.pad_id = tok.pad_id().value_or(0);
+  return encode_batch(tok, {text}, o);
 }
 }  // namespace
 

@@ -20,6 +20,8 @@
 #include "blip2/config/config.h"
 #include "blip2/data/image_processor.h"
 #include "blip2/data/tokenizer.h"
+#include "blip2/data/shapes.h"
+#include "blip2/eval/evaluate.h"
 #include "blip2/eval/verify.h"
 #include "blip2/io/convert.h"
 #include "blip2/io/safetensors.h"
@@ -405,6 +407,46 @@ int main(int argc, char** argv) {
   convert->add_option("--lm", conv.lm, "LAVIS language-model prefix: opt or t5 (default: auto)");
   convert->add_option("--dtype", conv.dtype, "cast floating tensors: float32, float16, bfloat16");
 
+  // blip2 eval caption|vqa|retrieval
+  ModelFlags eval_model;
+  GenFlags eval_gen;
+  std::string eval_data;
+  bool eval_json = false;
+  blip2::EvalOptions eval_opts;
+  auto* eval = app.add_subcommand("eval", "evaluate a model on a data directory (captions.json / questions.json)");
+  eval->require_subcommand(1);
+  std::vector<std::pair<std::string, CLI::App*>> eval_kinds;
+  for (const char* kind : {"caption", "vqa", "retrieval"}) {
+    auto* sub = eval->add_subcommand(kind, std::string(kind) == "caption"
+                                               ? "CIDEr-D, BLEU-4 and exact match of generated captions"
+                                               : std::string(kind) == "vqa"
+                                                     ? "VQA accuracy (official normalisation) of generated answers"
+                                                     : "TR@1/5/10 and IR@1/5/10: ITC ranking, ITM re-ranking of the top k");
+    add_model_flags(sub, eval_model);
+    sub->add_option("-d,--data", eval_data, "data directory (images + captions.json / questions.json)")->required();
+    sub->add_flag("--json", eval_json, "print the metrics as one JSON object");
+    sub->add_option("--limit", eval_opts.limit, "evaluate only the first N samples (0 = all)");
+    sub->add_option("--batch-size", eval_opts.batch_size, "images per forward pass")->capture_default_str();
+    if (std::string(kind) == "retrieval")
+      sub->add_option("--rerank-k", eval_opts.rerank_k, "re-rank the top k by ITM")->capture_default_str();
+    else
+      add_generation_flags(sub, eval_gen);
+    eval_kinds.emplace_back(kind, sub);
+  }
+
+  // blip2 shapes generate
+  std::string shapes_out, shapes_split = "train";
+  int shapes_count = 100, shapes_size = 224;
+  uint64_t shapes_seed = 0;
+  auto* shapes = app.add_subcommand("shapes", "the synthetic shapes world (docs/shapes.md)");
+  auto* shapes_gen = shapes->add_subcommand("generate", "render a split: images + captions.json + questions.json");
+  shapes->require_subcommand(1);
+  shapes_gen->add_option("--out", shapes_out, "output directory")->required();
+  shapes_gen->add_option("--split", shapes_split, "train, val, test or compositional")->capture_default_str();
+  shapes_gen->add_option("--count", shapes_count, "number of images")->capture_default_str();
+  shapes_gen->add_option("--seed", shapes_seed, "random seed")->capture_default_str();
+  shapes_gen->add_option("--size", shapes_size, "image side in pixels")->capture_default_str();
+
   int nproc = 1, port = 0;
   std::vector<std::string> launch_args;
   auto* launch = app.add_subcommand("launch", "run a blip2 subcommand in N processes (torchrun-style, loopback Gloo)");
@@ -439,6 +481,54 @@ int main(int argc, char** argv) {
     if (*preprocess) return run_preprocess(pre_size, pre_config, pre_image, pre_output);
     if (*train) return run_train(train_config, resume, resume_from, train_steps, train_out);
     if (*launch) return run_launch(nproc, port, launch_args);
+    if (*eval) {
+      for (const auto& [kind, sub] : eval_kinds) {
+        if (!*sub) continue;
+        json metrics;
+        const bool rank0 = true;
+        blip2::Progress progress("evaluating " + kind + " on " + eval_data, rank0);
+        int64_t last_pct = -1;
+        const bool tty = ::isatty(2);
+        eval_opts.progress = [&](int64_t done, int64_t total) {
+          const int64_t pct = total > 0 ? done * 100 / total : 100;
+          if (tty && pct != last_pct) std::fprintf(stderr, "\r%s: %lld/%lld", kind.c_str(), static_cast<long long>(done),
+                                                   static_cast<long long>(total));
+          last_pct = pct;
+        };
+        if (kind == "retrieval") {
+          blip2::PipelineOptions po;
+          po.dtype = eval_model.dtype;
+          po.device = eval_model.device;
+          po.threads = eval_model.threads;
+          metrics = blip2::evaluate_retrieval(resolve_model(eval_model.model), eval_data, eval_opts, po);
+        } else {
+          auto p = load_pipeline(eval_model, verbose);
+          eval_opts.has_generation = true;
+          eval_opts.generation = eval_gen.apply(kind == "caption" ? blip2::Pipeline::caption_defaults()
+                                                                  : blip2::Pipeline::vqa_defaults());
+          metrics = kind == "caption" ? blip2::evaluate_captions(p, eval_data, eval_opts)
+                                      : blip2::evaluate_vqa(p, eval_data, eval_opts);
+        }
+        progress.done();
+        if (tty) std::fprintf(stderr, "\n");
+        if (eval_json) {
+          std::cout << metrics.dump() << "\n";
+        } else {
+          for (auto it = metrics.begin(); it != metrics.end(); ++it)
+            if (it.value().is_number()) std::cout << it.key() << ": " << it.value().dump() << "\n";
+        }
+      }
+      return 0;
+    }
+    if (*shapes_gen) {
+      blip2::Progress progress("rendering " + std::to_string(shapes_count) + " " + shapes_split + " images");
+      blip2::shapes::generate_split(shapes_out, blip2::shapes::parse_split(shapes_split), shapes_count, shapes_seed,
+                                    shapes_size);
+      progress.done();
+      std::printf("wrote %d %s images, captions.json and questions.json to %s\n", shapes_count, shapes_split.c_str(),
+                  shapes_out.c_str());
+      return 0;
+    }
     if (*convert) {
       blip2::Progress progress("converting " + conv_src);
       auto report = blip2::io::convert_checkpoint(conv_src, conv_dst, conv);

@@ -297,12 +297,25 @@ RetrievalSet read_retrieval_set(const std::string& data_dir, int64_t limit) {
 
 namespace {
 
-// Restores a module's train/eval mode on scope exit.
-struct EvalModeGuard {
-  torch::nn::Module& m;
-  bool was_training;
-  explicit EvalModeGuard(torch::nn::Module& mod) : m(mod), was_training(mod.is_training()) { m.eval(); }
-  ~EvalModeGuard() { m.train(was_training); }
+// Puts a module tree in eval mode and restores every submodule's own mode on
+// scope exit (a training model may hold frozen parts in eval mode).
+class EvalModeGuard {
+ public:
+  explicit EvalModeGuard(torch::nn::Module& root) {
+    save(root);
+    root.eval();
+  }
+  ~EvalModeGuard() {
+    // Pre-order: a parent's train() recurses, then its children are set again.
+    for (auto& [m, on] : saved_) m->train(on);
+  }
+
+ private:
+  void save(torch::nn::Module& m) {
+    saved_.emplace_back(&m, m.is_training());
+    for (const auto& c : m.children()) save(*c);
+  }
+  std::vector<std::pair<torch::nn::Module*, bool>> saved_;
 };
 
 // Indices of the k largest values of row[0..n), best first; ties keep the lower index first.

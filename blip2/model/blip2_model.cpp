@@ -44,7 +44,8 @@ torch::Tensor TextDecoderHeadImpl::forward(const torch::Tensor& h, const torch::
 Blip2ModelImpl::Blip2ModelImpl(const Blip2Config& config, Blip2Parts parts) : config_(config), parts_(parts) {
   config_.validate("Blip2Model config");
   if (parts.itg) parts_.retrieval = parts.retrieval = true;
-  if (parts.retrieval && !config_.qformer.use_qformer_text_input) config_.qformer.use_qformer_text_input = true;
+  if ((parts.retrieval || parts.qformer_text) && !config_.qformer.use_qformer_text_input)
+    config_.qformer.use_qformer_text_input = true;
   const auto& q = config_.qformer;
   vision_model = register_module("vision_model", VisionEncoder(config_.vision, parts.vision_tower));
   query_tokens = register_parameter("query_tokens", torch::zeros({1, config_.num_query_tokens, q.hidden_size}));
@@ -57,8 +58,8 @@ Blip2ModelImpl::Blip2ModelImpl(const Blip2Config& config, Blip2Parts parts) : co
         register_module("language_projection", torch::nn::Linear(q.hidden_size, language_model->hidden_size()));
     register_module("language_model", language_model);
   }
+  if (parts.retrieval || parts.qformer_text) embeddings = register_module("embeddings", QFormerTextEmbeddings(q));
   if (parts.retrieval) {
-    embeddings = register_module("embeddings", QFormerTextEmbeddings(q));
     vision_projection =
         register_module("vision_projection", torch::nn::Linear(q.hidden_size, config_.image_text_hidden_size));
     text_projection =
@@ -90,10 +91,24 @@ VisionOutput Blip2ModelImpl::encode_image(const torch::Tensor& pixel_values, boo
                                pixel_values.dim() == 4 && pixel_values.size(2) != config_.vision.image_size);
 }
 
-QFormerOutput Blip2ModelImpl::query_image(const torch::Tensor& image_embeds, bool output_hidden_states) {
+QFormerOutput Blip2ModelImpl::query_image(const torch::Tensor& image_embeds, bool output_hidden_states,
+                                          const torch::Tensor& qformer_ids, const torch::Tensor& qformer_mask) {
   const auto B = image_embeds.size(0);
+  const auto Q = config_.num_query_tokens;
   auto queries = query_tokens.expand({B, -1, -1});  // (B, Q, D)
-  return qformer->forward(queries, config_.num_query_tokens, {}, image_embeds, {}, output_hidden_states);
+  if (!qformer_ids.defined()) return qformer->forward(queries, Q, {}, image_embeds, {}, output_hidden_states);
+  if (embeddings.is_empty())
+    throw InputError("[Blip2Model] this model's Q-Former reads no text (no text embeddings); "
+                     "give no Q-Former text, or use a model fine-tuned with the question as Q-Former input");
+  nn::check_shape(qformer_ids, {B, -1}, "Blip2Model", "qformer_ids", "one Q-Former text per image");
+  auto mask = qformer_mask.defined() ? qformer_mask.to(torch::kLong) : torch::ones_like(qformer_ids);
+  auto e = embeddings->forward(qformer_ids, queries);  // (B, Q+T, D)
+  auto full = torch::cat({torch::ones({B, Q}, mask.options()), mask}, 1);
+  auto out = qformer->forward(e, Q, nn::padding_bias(full, e.scalar_type(), -10000.0), image_embeds, {},
+                              output_hidden_states);
+  out.last_hidden_state = out.last_hidden_state.slice(1, 0, Q);
+  for (auto& h : out.hidden_states) h = h.slice(1, 0, Q);
+  return out;
 }
 
 std::pair<torch::Tensor, torch::Tensor> Blip2ModelImpl::lm_inputs(const torch::Tensor& projected,
@@ -127,11 +142,12 @@ std::pair<torch::Tensor, torch::Tensor> Blip2ModelImpl::lm_inputs(const torch::T
 
 Blip2ForwardOutput Blip2ModelImpl::forward(const torch::Tensor& pixel_values, const torch::Tensor& input_ids,
                                            const torch::Tensor& attention_mask, const torch::Tensor& decoder_input_ids,
-                                           bool output_hidden_states) {
+                                           bool output_hidden_states, const torch::Tensor& qformer_ids,
+                                           const torch::Tensor& qformer_mask) {
   require_language("forward");
   Blip2ForwardOutput out;
   out.vision = encode_image(pixel_values, output_hidden_states);
-  out.qformer = query_image(out.vision.last_hidden_state, output_hidden_states);
+  out.qformer = query_image(out.vision.last_hidden_state, output_hidden_states, qformer_ids, qformer_mask);
   out.language_projection = language_projection->forward(out.qformer.last_hidden_state);
   std::tie(out.inputs_embeds, out.attention_mask) = lm_inputs(out.language_projection, input_ids, attention_mask);
   out.lm = language_model->forward(out.inputs_embeds, out.attention_mask, decoder_input_ids, output_hidden_states);
@@ -140,11 +156,13 @@ Blip2ForwardOutput Blip2ModelImpl::forward(const torch::Tensor& pixel_values, co
 
 GenerationOutput Blip2ModelImpl::generate(const torch::Tensor& pixel_values, const torch::Tensor& input_ids,
                                           const torch::Tensor& attention_mask, const GenerationConfig& config,
-                                          bool prepend_bos) {
+                                          bool prepend_bos, const torch::Tensor& qformer_ids,
+                                          const torch::Tensor& qformer_mask) {
   require_language("generate");
   torch::NoGradGuard no_grad;
   auto image = encode_image(pixel_values).last_hidden_state;
-  auto projected = language_projection->forward(query_image(image).last_hidden_state);
+  auto projected =
+      language_projection->forward(query_image(image, false, qformer_ids, qformer_mask).last_hidden_state);
   const auto B = projected.size(0);
   const bool decoder_only = !language_model->is_encoder_decoder();
   torch::Tensor ids = input_ids, mask = attention_mask;
@@ -388,8 +406,10 @@ Blip2Model load_blip2(const std::string& dir, const LoadOptions& options, LoadRe
     parts.language = store.has("language_projection.weight");
     parts.retrieval = store.has("itm_head.weight");
   }
-  // Training heads (stage-1 checkpoints of ours) and feature-only models.
+  // Training heads (stage-1 checkpoints of ours), Q-Formers that read the
+  // question (VQA fine-tuning) and feature-only models.
   parts.itg = store.has("text_decoder_head.bias");
+  parts.qformer_text = parts.language && !parts.retrieval && store.has("embeddings.word_embeddings.weight");
   parts.vision_tower = store.has("vision_model.embeddings.class_embedding") || !store.has("vision_model.post_layernorm.weight");
   Blip2Model model(config, parts);
   model->eval();

@@ -27,6 +27,9 @@ struct Blip2Parts {
   bool retrieval = false;  // embeddings, vision/text projections, itm_head
   bool itg = false;        // stage-1 training heads: text_decoder_head (ITG) and temp (ITC)
   bool vision_tower = true;  // false: only post_layernorm (ln_vision), fed with ViT features
+  // The Q-Former also reads text (the question, in VQA fine-tuning): its text
+  // embeddings and text feed-forward exist in a language model too.
+  bool qformer_text = false;
   // From config.architectures (Blip2ForImageTextRetrieval -> retrieval, ...).
   static Blip2Parts from_config(const Blip2Config& c);
 };
@@ -79,7 +82,11 @@ class Blip2ModelImpl : public torch::nn::Module {
   // pixel_values (B, C, H, W) -> image features.
   VisionOutput encode_image(const torch::Tensor& pixel_values, bool output_hidden_states = false);
   // Learned queries cross-attending to image features (B, N, Dv) -> (B, Q, D).
-  QFormerOutput query_image(const torch::Tensor& image_embeds, bool output_hidden_states = false);
+  // With qformer_ids (B, T) (+ keep-mask), the text (e.g. the question) is
+  // read alongside the queries, all attending to all; the output is still the
+  // Q query rows.
+  QFormerOutput query_image(const torch::Tensor& image_embeds, bool output_hidden_states = false,
+                            const torch::Tensor& qformer_ids = {}, const torch::Tensor& qformer_mask = {});
   // Joins the projected queries (B, Q, Dlm) with the prompt: concatenated in
   // front (legacy) or scattered into image_token_index slots. input_ids may be
   // undefined (no prompt). Returns {inputs_embeds, attention_mask}.
@@ -88,13 +95,15 @@ class Blip2ModelImpl : public torch::nn::Module {
 
   Blip2ForwardOutput forward(const torch::Tensor& pixel_values, const torch::Tensor& input_ids,
                              const torch::Tensor& attention_mask, const torch::Tensor& decoder_input_ids = {},
-                             bool output_hidden_states = false);
+                             bool output_hidden_states = false, const torch::Tensor& qformer_ids = {},
+                             const torch::Tensor& qformer_mask = {});
   // Image-conditioned generation. input_ids undefined = no prompt (decoder-only
   // models then start from BOS, as HF). With prepend_bos, decoder-only outputs
   // start with BOS as HF's Blip2ForConditionalGeneration.generate returns them.
   GenerationOutput generate(const torch::Tensor& pixel_values, const torch::Tensor& input_ids,
                             const torch::Tensor& attention_mask, const GenerationConfig& config,
-                            bool prepend_bos = true);
+                            bool prepend_bos = true, const torch::Tensor& qformer_ids = {},
+                            const torch::Tensor& qformer_mask = {});
 
   ItmOutput itm(const torch::Tensor& pixel_values, const torch::Tensor& input_ids, const torch::Tensor& attention_mask);
   ItcOutput itc(const torch::Tensor& pixel_values, const torch::Tensor& input_ids, const torch::Tensor& attention_mask);

@@ -1,5 +1,8 @@
 #include "blip2/train/data_source.h"
 
+#include <fstream>
+#include <nlohmann/json.hpp>
+
 #include "blip2/data/batch_loader.h"
 #include "blip2/util/error.h"
 
@@ -53,7 +56,43 @@ std::unique_ptr<BatchSource> make_batch_source(const TrainConfig& c, const Image
   if (!c.annotations.empty()) {
     CaptionDatasetOptions d;
     d.missing_images = c.skip_missing_images ? MissingImages::kSkip : MissingImages::kFail;
-    auto ds = std::make_shared<CaptionDataset>(c.annotations, c.image_root, d);
+    std::shared_ptr<CaptionDataset> ds;
+    if (c.mode == "vqa") {
+      // [{image, question, answer: str | [str]}] -> caption records whose
+      // captions are "question \x1f answer", one per answer: the loader's
+      // uniform caption choice then samples an answer per epoch.
+      std::ifstream in(c.annotations);
+      if (!in) throw InputError("VQA annotation file '" + c.annotations + "' cannot be read");
+      nlohmann::json j;
+      try {
+        in >> j;
+      } catch (const std::exception& e) {
+        throw InputError("VQA annotation file '" + c.annotations + "' is not valid JSON: " + e.what());
+      }
+      if (!j.is_array()) throw InputError("VQA annotation file '" + c.annotations + "' must hold a JSON list");
+      nlohmann::json records = nlohmann::json::array();
+      for (size_t i = 0; i < j.size(); ++i) {
+        const auto& r = j[i];
+        if (!r.is_object() || !r.contains("image") || !r.contains("question") || !r.contains("answer") ||
+            !r["question"].is_string())
+          throw InputError("VQA annotation file '" + c.annotations + "': record " + std::to_string(i) +
+                           " needs \"image\", \"question\" (string) and \"answer\" (string or list)");
+        std::vector<std::string> answers;
+        if (r["answer"].is_string()) answers.push_back(r["answer"].get<std::string>());
+        else if (r["answer"].is_array())
+          for (const auto& a : r["answer"])
+            if (a.is_string()) answers.push_back(a.get<std::string>());
+        if (answers.empty())
+          throw InputError("VQA annotation file '" + c.annotations + "': record " + std::to_string(i) + " has no answer");
+        nlohmann::json caps = nlohmann::json::array();
+        for (const auto& a : answers) caps.push_back(r["question"].get<std::string>() + "\x1f" + a);
+        records.push_back({{"image", r["image"]}, {"caption", caps},
+                           {"image_id", r.contains("question_id") ? r["question_id"] : nlohmann::json(i)}});
+      }
+      ds = std::make_shared<CaptionDataset>(CaptionDataset::from_json_text(records.dump(), c.image_root, d, c.annotations));
+    } else {
+      ds = std::make_shared<CaptionDataset>(c.annotations, c.image_root, d);
+    }
     if (ds->size() == 0) throw InputError("annotation file '" + c.annotations + "' yields no usable sample");
     return std::make_unique<LoaderSource>(std::make_unique<BatchLoader>(ds, o));
   }

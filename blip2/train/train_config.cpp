@@ -67,7 +67,8 @@ std::map<std::string, std::map<std::string, Setter>> schema(TrainConfig& c) {
         {"itc", set(&c.itc)},
         {"itm", set(&c.itm)},
         {"itg", set(&c.itg)},
-        {"mode", set(&c.mode)}}},
+        {"mode", set(&c.mode)},
+        {"vqa_template", set(&c.vqa_template)}}},
       {"optim",
        {{"lr", set(&c.optim.lr)},
         {"min_lr", set(&c.optim.min_lr)},
@@ -169,8 +170,11 @@ void TrainConfig::validate(const std::string& source) const {
   if (workers < 0) bad("data.workers must be >= 0");
   if (image_size < 0) bad("data.image_size must be >= 0 (0 = the model's)");
   if (stage == 1 && !itc && !itm && !itg) bad("stage 1 needs at least one of objective.itc, itm, itg");
-  if (mode != "pretrain" && mode != "retrieval" && mode != "caption")
-    bad("objective.mode '" + mode + "' is not one of pretrain, retrieval, caption");
+  if (mode != "pretrain" && mode != "retrieval" && mode != "caption" && mode != "vqa")
+    bad("objective.mode '" + mode + "' is not one of pretrain, retrieval, caption, vqa");
+  if (mode == "vqa" && stage != 2) bad("objective.mode vqa is a stage-2 fine-tuning (set stage: 2)");
+  if (!vqa_template.empty() && vqa_template.find("{}") == std::string::npos)
+    bad("objective.vqa_template must contain {} where the question goes");
   if (mode == "retrieval" && stage != 1) bad("objective.mode retrieval is a stage-1 fine-tuning (set stage: 1)");
   if (mode == "caption" && stage != 2) bad("objective.mode caption is a stage-2 fine-tuning (set stage: 2)");
   if (!annotations.empty() && !shards.empty()) bad("give data.annotations or data.shards, not both");
@@ -193,7 +197,7 @@ std::string TrainConfig::to_yaml() const {
   e << YAML::Key << "objective" << YAML::Value << YAML::BeginMap << YAML::Key << "max_txt_len" << YAML::Value
     << max_txt_len << YAML::Key << "prompt" << YAML::Value << prompt << YAML::Key << "itc" << YAML::Value << itc
     << YAML::Key << "itm" << YAML::Value << itm << YAML::Key << "itg" << YAML::Value << itg << YAML::Key << "mode"
-    << YAML::Value << mode << YAML::EndMap;
+    << YAML::Value << mode << YAML::Key << "vqa_template" << YAML::Value << vqa_template << YAML::EndMap;
   e << YAML::Key << "optim" << YAML::Value << YAML::BeginMap << YAML::Key << "lr" << YAML::Value << optim.lr
     << YAML::Key << "min_lr" << YAML::Value << optim.min_lr << YAML::Key << "warmup_lr" << YAML::Value
     << optim.warmup_lr << YAML::Key << "warmup_steps" << YAML::Value << optim.warmup_steps << YAML::Key

@@ -36,10 +36,13 @@ struct TrainConfig {
   // objective
   int64_t max_txt_len = 32;
   std::string prompt;               // stage 2: prompt tokens are not targets ("a photo of")
+  std::string vqa_template;         // vqa mode: "" = the LLM family's ("Question: {} Answer:")
   bool itc = true, itm = true, itg = true;  // stage-1 ablations
   // "pretrain" (default); "retrieval" (stage 1: ITC targets and ITM negatives
   // from image ids, several captions of one image are all positives);
-  // "caption" (stage 2: prompt defaults to "a photo of").
+  // "caption" (stage 2: prompt defaults to "a photo of"); "vqa" (stage 2:
+  // data.annotations holds [{image, question, answer}], the question goes to
+  // the Q-Former as text and into the LLM prompt, the answer is the target).
   std::string mode = "pretrain";
 
   // optimisation

@@ -11,6 +11,7 @@
 #include <random>
 #include <sstream>
 
+#include "blip2/data/text_batch.h"
 #include "blip2/data/tokenizer.h"
 #include "blip2/io/safetensors.h"
 #include "blip2/io/tensor_store.h"
@@ -48,31 +49,26 @@ void init_bert_weights(torch::nn::Module& m, double std) {
 
 std::pair<torch::Tensor, torch::Tensor> tokenize_batch(const Tokenizer& tok, const std::vector<std::string>& texts,
                                                        int64_t max_len, int64_t pad_id, bool add_special_tokens) {
-  std::vector<std::vector<int64_t>> rows;
-  size_t longest = 1;
-  for (const auto& t : texts) {
-    auto ids = tok.encode(t, add_special_tokens);
-    if (static_cast<int64_t>(ids.size()) > max_len) {
-      // Truncate the content but keep a closing special token (e.g. [SEP], </s>).
-      const int64_t last = ids.back();
-      ids.resize(static_cast<size_t>(max_len));
-      if (add_special_tokens) ids.back() = last;
-    }
-    longest = std::max(longest, ids.size());
-    rows.push_back(std::move(ids));
-  }
-  const int64_t B = static_cast<int64_t>(rows.size()), L = static_cast<int64_t>(longest);
-  auto ids = torch::full({B, L}, pad_id, torch::kLong);
-  auto mask = torch::zeros({B, L}, torch::kLong);
-  auto* pi = ids.data_ptr<int64_t>();
-  auto* pm = mask.data_ptr<int64_t>();
-  for (int64_t b = 0; b < B; ++b)
-    for (size_t j = 0; j < rows[b].size(); ++j) {
-      pi[b * L + j] = rows[b][j];
-      pm[b * L + j] = 1;
-    }
-  return {ids, mask};
+  TextBatchOptions o;
+  o.max_len = max_len;
+  o.pad_id = pad_id;
+  o.add_special_tokens = add_special_tokens;
+  return encode_batch(tok, texts, o);
 }
+
+namespace {
+
+// Decoder-only LM loss with the visual prompt in front (LAVIS blip2_opt):
+// logits (B, Q+T, V) over queries + text, labels (B, T) with -100 for
+// positions that are not targets; the queries are never targets.
+torch::Tensor decoder_only_loss(torch::Tensor logits, const torch::Tensor& labels, int64_t Q) {
+  if (logits.scalar_type() != torch::kDouble) logits = logits.to(torch::kFloat);
+  auto full = torch::cat({torch::full({labels.size(0), Q}, -100, torch::kLong), labels}, 1);
+  return F::cross_entropy(logits.slice(1, 0, logits.size(1) - 1).reshape({-1, logits.size(2)}),
+                          full.slice(1, 1).reshape({-1}), F::CrossEntropyFuncOptions().ignore_index(-100));
+}
+
+}  // namespace
 
 // ---------------------------------------------------------------------------
 // Model assembly
@@ -87,6 +83,7 @@ Blip2Model build_training_model(const TrainConfig& c) {
   parts.language = c.stage == 2;
   parts.retrieval = c.stage == 1;
   parts.itg = c.stage == 1;
+  parts.qformer_text = c.mode == "vqa";  // the question is read by the Q-Former too
   Blip2Model m(mc, parts);
   {
     // Fresh trainable parts: BERT initialisation (LAVIS), queries N(0, 0.02).
@@ -180,6 +177,11 @@ void Trainer::setup() {
     if (config_.lm_tokenizer.empty())
       throw ConfigError("stage 2 needs model.lm_tokenizer (the language model's tokenizer directory)");
     lm_tok_ = load_tokenizer(config_.lm_tokenizer);
+    if (config_.mode == "vqa") {
+      if (config_.qformer_tokenizer.empty())
+        throw ConfigError("objective.mode vqa needs model.qformer_tokenizer: the question is given to the Q-Former");
+      qformer_tok_ = load_tokenizer(config_.qformer_tokenizer);
+    }
   }
   optimizer_ = make_adamw(*model_, config_.optim, model_->config().vision.num_hidden_layers, &lr_scales_);
 }
@@ -228,6 +230,58 @@ std::map<std::string, torch::Tensor> Trainer::losses(const TrainBatch& batch) {
   }
   const auto& text_cfg = model_->config().text;
   const int64_t pad = lm_tok_->pad_id().value_or(text_cfg.pad_token_id());
+  if (config_.mode == "vqa") {
+    // Records carry "question \x1f answer" (see data_source.cpp).
+    std::vector<std::string> questions, prompts, answers;
+    std::string tmpl = config_.vqa_template.empty()
+                           ? (text_cfg.is_encoder_decoder() ? "Question: {} Short answer:" : "Question: {} Answer:")
+                           : config_.vqa_template;
+    const auto at = tmpl.find("{}");
+    for (const auto& c : batch.captions) {
+      const auto sep = c.find('\x1f');
+      const std::string q = sep == std::string::npos ? c : c.substr(0, sep);
+      const std::string a = sep == std::string::npos ? std::string() : c.substr(sep + 1);
+      questions.push_back(q);
+      prompts.push_back(tmpl.substr(0, at) + q + tmpl.substr(at + 2));
+      answers.push_back(a);
+    }
+    auto [qids, qmask] = tokenize_batch(*qformer_tok_, questions, config_.max_txt_len, qformer_tok_->pad_id().value_or(0));
+    if (!text_cfg.is_encoder_decoder()) {
+      // prompt + " " + answer + "\n"; only the answer (and "\n") are targets.
+      std::vector<std::string> texts;
+      std::vector<int64_t> prompt_lens;
+      for (size_t i = 0; i < prompts.size(); ++i) {
+        texts.push_back(prompts[i] + " " + answers[i] + "\n");
+        prompt_lens.push_back(static_cast<int64_t>(lm_tok_->encode(prompts[i], true).size()));
+      }
+      // The whole prompt + answer must fit the LLM's context after the queries.
+      const int64_t context = text_cfg.opt.max_position_embeddings - model_->config().num_query_tokens;
+      auto [ids, mask] = tokenize_batch(*lm_tok_, texts, context, pad);
+      auto labels = ids.masked_fill(mask == 0, -100);
+      for (int64_t b = 0; b < B; ++b) {
+        if (mask[b].sum().item<int64_t>() <= prompt_lens[static_cast<size_t>(b)] && mask[b].sum().item<int64_t>() >= context)
+          throw InputError("[trainer] the VQA prompt for image '" + batch.image_ids[static_cast<size_t>(b)] +
+                           "' leaves no room for the answer in the language model's context (" +
+                           std::to_string(context) + " tokens after the queries); shorten the question or template");
+        labels[b].slice(0, 0, std::min<int64_t>(prompt_lens[static_cast<size_t>(b)], labels.size(1))).fill_(-100);
+      }
+      auto f = model_->forward(batch.pixel_values, ids, mask, {}, false, qids, qmask);
+      out["loss_lm"] = decoder_only_loss(f.lm.logits, labels, model_->config().num_query_tokens);
+    } else {
+      auto [ids, mask] = tokenize_batch(*lm_tok_, prompts, config_.max_txt_len + 32, pad);
+      auto [tgt, tmask] = tokenize_batch(*lm_tok_, answers, config_.max_txt_len, pad);
+      auto labels = tgt.masked_fill(tmask == 0, -100);
+      const auto& t5 = text_cfg.t5;
+      auto dec = shift_right(labels, t5.decoder_start_token_id, t5.pad_token_id);
+      auto f = model_->forward(batch.pixel_values, ids, mask, dec, false, qids, qmask);
+      auto logits = f.lm.logits;
+      if (logits.scalar_type() != torch::kDouble) logits = logits.to(torch::kFloat);
+      out["loss_lm"] = F::cross_entropy(logits.reshape({-1, logits.size(2)}), labels.reshape({-1}),
+                                        F::CrossEntropyFuncOptions().ignore_index(-100));
+    }
+    out["loss"] = out["loss_lm"];
+    return out;
+  }
   if (!text_cfg.is_encoder_decoder()) {
     // LAVIS blip2_opt: prompt + caption + "\n"; BOS, prompt and pads are not
     // targets; the last query position predicts the first text token.
@@ -239,12 +293,7 @@ std::map<std::string, torch::Tensor> Trainer::losses(const TrainBatch& batch) {
     auto labels = ids.masked_fill(mask == 0, -100);
     labels.slice(1, 0, std::min<int64_t>(prompt_len, labels.size(1))).fill_(-100);
     auto f = model_->forward(batch.pixel_values, ids, mask);
-    const auto Q = model_->config().num_query_tokens;
-    auto full = torch::cat({torch::full({B, Q}, -100, torch::kLong), labels}, 1);
-    auto logits = f.lm.logits;
-    if (logits.scalar_type() != torch::kDouble) logits = logits.to(torch::kFloat);
-    out["loss_lm"] = F::cross_entropy(logits.slice(1, 0, logits.size(1) - 1).reshape({-1, logits.size(2)}),
-                                      full.slice(1, 1).reshape({-1}), F::CrossEntropyFuncOptions().ignore_index(-100));
+    out["loss_lm"] = decoder_only_loss(f.lm.logits, labels, model_->config().num_query_tokens);
   } else {
     // Prefix LM (paper, Sec. 3.3): split each caption at a random word; the
     // prompt + prefix go to the encoder with the visual prompt, the suffix is
@@ -296,6 +345,10 @@ StepMetrics Trainer::train_step(BatchSource& data) {
     } else {
       l = losses(b);
     }
+    if (config_.stage == 2 && l.count("loss_lm") && std::isnan(l["loss_lm"].item<double>()))
+      throw InputError("[trainer] step " + std::to_string(step_) +
+                       ": a batch has no target tokens (every text truncated to its prompt?); raise "
+                       "objective.max_txt_len or shorten the prompt");
     if (!std::isfinite(l["loss"].item<double>()))
       throw Error("training diverged at step " + std::to_string(step_) + ": loss is " +
                   std::to_string(l["loss"].item<double>()) + "; lower optim.lr or enable optim.grad_clip");
@@ -385,9 +438,17 @@ std::string Trainer::save_checkpoint(const BatchSource* data) {
   write_file_atomic(tmp / "config.json", model_->config().to_json_string());
   // Self-contained: the tokenizer the model reads text with, and the image size.
   const std::string tok_dir = config_.stage == 1 ? config_.qformer_tokenizer : config_.lm_tokenizer;
-  for (const char* f : {"vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                        "added_tokens.json", "spiece.model", "vocab.txt"})
+  const char* tok_files[] = {"vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
+                             "special_tokens_map.json", "added_tokens.json", "spiece.model", "vocab.txt"};
+  for (const char* f : tok_files)
     if (!tok_dir.empty() && fs::exists(fs::path(tok_dir) / f)) fs::copy_file(fs::path(tok_dir) / f, tmp / f);
+  if (config_.stage == 2 && config_.mode == "vqa") {
+    // The Q-Former's own tokenizer, where HF's InstructBLIP processor keeps it.
+    fs::create_directories(tmp / "qformer_tokenizer");
+    for (const char* f : tok_files)
+      if (fs::exists(fs::path(config_.qformer_tokenizer) / f))
+        fs::copy_file(fs::path(config_.qformer_tokenizer) / f, tmp / "qformer_tokenizer" / f);
+  }
   {
     const int64_t size = config_.image_size > 0 ? config_.image_size : model_->config().vision.image_size;
     write_file_atomic(tmp / "preprocessor_config.json",

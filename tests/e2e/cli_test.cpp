@@ -118,6 +118,43 @@ TEST(CliTest, TheLibraryExampleCaptionsLikeTheCli) {
   EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 2) << out;
 }
 
+TEST(CliTest, ShapesGenerateThenEvalCaptionVqaAndRetrieval) {
+  TempDir dir;
+  make_model_dir(dir, "opt");
+  TempDir data;
+  auto g = run_cli("shapes generate --out " + q(data.path()) + " --split test --count 4 --seed 2 --size 32");
+  ASSERT_EQ(g.code, 0) << g.err;
+  for (const char* f : {"captions.json", "questions.json"}) EXPECT_TRUE(std::filesystem::exists(data.file(f))) << f;
+  auto c = run_cli("eval caption --model " + q(dir.path()) + " --data " + q(data.path()) +
+                   " --json --beams 1 --max-new-tokens 4");
+  ASSERT_EQ(c.code, 0) << c.err;
+  auto cj = json::parse(c.out);
+  EXPECT_EQ(cj.at("count"), 4);
+  for (const char* k : {"cider", "bleu4", "exact_match"}) EXPECT_TRUE(cj.contains(k)) << k;
+  auto v = run_cli("eval vqa --model " + q(dir.path()) + " --data " + q(data.path()) + " --json --limit 3 --max-new-tokens 2");
+  ASSERT_EQ(v.code, 0) << v.err;
+  auto vj = json::parse(v.out);
+  EXPECT_EQ(vj.at("count"), 3);
+  EXPECT_GE(vj.at("accuracy").get<double>(), 0.0);
+  // Retrieval needs the retrieval heads: the golden ITM model with a BERT vocabulary of its size.
+  TempDir itm;
+  test::copy_files(test::golden("itm"), itm.path(), {"config.json", "model.safetensors"});
+  std::vector<std::string> words;
+  for (const char* w : {"a", "small", "large", "red", "green", "blue", "yellow", "purple", "orange", "circle",
+                        "square", "triangle", "star", "to", "the", "left", "right", "of", "above", "below", "and", ","})
+    words.push_back(w);
+  test::write_bert_vocab(itm.path(), words);
+  auto r = run_cli("eval retrieval --model " + q(itm.path()) + " --data " + q(data.path()) + " --json --rerank-k 2");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto rj = json::parse(r.out);
+  for (const char* k : {"txt_r1", "txt_r5", "img_r1", "img_r10", "r_mean"}) EXPECT_TRUE(rj.contains(k)) << k;
+  EXPECT_DOUBLE_EQ(rj.at("txt_r10").get<double>(), 100.0);  // 4 images: every rank is within 10
+  // Asking a caption model for retrieval is a clear error.
+  auto bad = run_cli("eval retrieval --model " + q(dir.path()) + " --data " + q(data.path()));
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.err.find("retrieval"), std::string::npos) << bad.err;
+}
+
 TEST(CliTest, BatchOfImagesGivesOneLinePerImage) {
   TempDir dir;
   make_model_dir(dir, "opt");

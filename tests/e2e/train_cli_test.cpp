@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 
 #include <chrono>
+#include <sstream>
 #include <thread>
 
 #include "blip2/data/spm_runtime.h"
@@ -167,7 +168,7 @@ TEST_F(TrainCliTest, TwoGlooProcessesWithBatchBMatchOneProcessWithBatch2B) {
 // Stage 2: a frozen LLM of our own (saved under its own names, as an HF OPT /
 // T5 checkpoint is), the stage-1 checkpoint as init; the LM loss falls, the
 // LLM stays bit-identical, and the checkpoint captions from an image file.
-void stage2_trains_and_captions(TrainCliTest* t, TempDir& dir, const std::string& lm) {
+void stage2_trains_and_captions(TrainCliTest* t, TempDir& dir, const std::string& lm, bool vqa = false) {
   ASSERT_EQ(run_cli("train --config " + q(t->write_recipe("s1.yaml", 4, 3, 3))).code, 0);
   auto c = test::tiny_config(lm);
   c.vision.image_size = 16;
@@ -178,6 +179,7 @@ void stage2_trains_and_captions(TrainCliTest* t, TempDir& dir, const std::string
   std::filesystem::create_directories(dir.file("lmtok"));
   if (lm == "opt") {
     c.text.opt.vocab_size = 100;
+    c.text.opt.max_position_embeddings = 128;  // character-level prompts are long
     test::write_opt_tokenizer(dir.file("lmtok"));
   } else {
     c.text.t5.vocab_size = 100;
@@ -199,11 +201,26 @@ void stage2_trains_and_captions(TrainCliTest* t, TempDir& dir, const std::string
     for (const auto& p : m->language_model->named_parameters()) ts.emplace_back(p.key(), p.value());
     io::save_safetensors(dir.file("lm/model.safetensors"), ts);
   }
+  if (vqa) {
+    // "what color is the <shape>?" -> the colour word, from the captions.
+    auto caps = nlohmann::json::parse(std::ifstream(dir.file("captions.json")));
+    nlohmann::json qa = nlohmann::json::array();
+    for (const auto& c : caps) {
+      std::istringstream is(c["caption"].get<std::string>());
+      std::string a, color, shape;
+      is >> a >> color >> shape;
+      qa.push_back({{"image", c["image"]}, {"question", "what color is the " + shape + "?"}, {"answer", {color}},
+                    {"question_id", c["image_id"]}});
+    }
+    std::ofstream(dir.file("vqa.json")) << qa.dump();
+  }
   std::ofstream y(dir.file("s2.yaml"));
   y << "stage: 2\nmodel:\n  config: config_" << lm << ".json\n  init: runs/s1.yaml/checkpoint-00000003\n"
-    << "  language_model_init: lm\n  lm_tokenizer: lmtok\n"
-    << "data:\n  annotations: captions.json\n  image_root: images\n  workers: 1\n  augment: false\n"
-    << "objective:\n  max_txt_len: 12\n  prompt: \"a\"\n"
+    << "  language_model_init: lm\n  lm_tokenizer: lmtok\n  qformer_tokenizer: tok\n"
+    << "data:\n  annotations: " << (vqa ? "vqa.json" : "captions.json")
+    << "\n  image_root: images\n  workers: 1\n  augment: false\n"
+    << "objective:\n  max_txt_len: 12\n  mode: " << (vqa ? "vqa" : "pretrain") << "\n"
+    << (vqa ? "" : "  prompt: \"a\"\n")
     << "optim:\n  lr: 0.005\n  warmup_steps: 2\n  min_lr: 0.0005\n"
     << "train:\n  batch_size: 4\n  max_steps: 40\n  seed: 5\n  log_every: 1\n  save_every: 40\n"
     << "  output_dir: runs/s2\n";
@@ -231,7 +248,26 @@ void stage2_trains_and_captions(TrainCliTest* t, TempDir& dir, const std::string
                      q(dir.file("images/img0.png")));
   EXPECT_EQ(cap.code, 0) << cap.err;
   EXPECT_FALSE(cap.out.empty());
+  if (vqa) {
+    EXPECT_TRUE(std::filesystem::exists(dir.file("runs/s2/checkpoint-00000040/qformer_tokenizer/vocab.txt")));
+    auto ans = run_cli("ask --model " + q(dir.file("runs/s2/checkpoint-00000040")) + " " +
+                       q(dir.file("images/img0.png")) + " 'what color is the square?'");
+    EXPECT_EQ(ans.code, 0) << ans.err;
+    // The Q-Former reads the question: different questions give different query outputs.
+    torch::NoGradGuard g;
+    auto m = load_blip2(dir.file("runs/s2/checkpoint-00000040"));
+    ASSERT_TRUE(m->parts().qformer_text);
+    auto img = m->encode_image(torch::randn({1, 3, 16, 16})).last_hidden_state;
+    auto q1 = m->query_image(img, false, torch::tensor({{2, 5, 6, 3}}, torch::kLong)).last_hidden_state;
+    auto q2 = m->query_image(img, false, torch::tensor({{2, 5, 9, 3}}, torch::kLong)).last_hidden_state;
+    EXPECT_EQ(q1.sizes(), (std::vector<int64_t>{1, 5, 16}));
+    EXPECT_FALSE(torch::allclose(q1, q2));
+  }
 }
+
+TEST_F(TrainCliTest, VqaFineTuningGivesTheQuestionToTheQFormer) { stage2_trains_and_captions(this, dir_, "opt", true); }
+
+TEST_F(TrainCliTest, VqaFineTuningWithT5) { stage2_trains_and_captions(this, dir_, "t5", true); }
 
 TEST_F(TrainCliTest, Stage2OptTrainsThroughTheFrozenLlmAndCaptions) { stage2_trains_and_captions(this, dir_, "opt"); }
 

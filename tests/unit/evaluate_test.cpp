@@ -185,7 +185,8 @@ TEST_F(EvaluateTest, CaptionsOnTinyOptModel) {
   EXPECT_DOUBLE_EQ(r["exact_match"].get<double>(), m["exact_match"].get<double>());
   // Batches of 4: 0/6, 4/6, 6/6.
   ASSERT_EQ(calls.size(), 3u);
-  EXPECT_EQ(calls.back(), std::make_pair<int64_t, int64_t>(6, 6));
+  EXPECT_EQ(calls.back().first, 6);
+  EXPECT_EQ(calls.back().second, 6);
   // Same predictions one image at a time (greedy): batching does not change them.
   auto o1 = quick();
   o1.batch_size = 1;
@@ -284,9 +285,9 @@ TEST_F(EvaluateTest, RetrievalEqualsBruteForceWhenEveryPairIsReranked) {
   ASSERT_EQ(s.t2i.cols, Ni);
   for (int64_t i = 0; i < Ni; ++i)
     for (int64_t t = 0; t < Nt; ++t) {
-      EXPECT_NEAR(s.itc.at(i, t), bf.itc[i][t], 1e-5);
-      EXPECT_NEAR(s.i2t.at(i, t), bf.full[i][t], 1e-4);
-      EXPECT_NEAR(s.t2i.at(t, i), bf.full[i][t], 1e-4);
+      EXPECT_NEAR(s.itc.at(i, t), bf.itc[i][t], 1e-6);
+      EXPECT_NEAR(s.i2t.at(i, t), bf.full[i][t], 1e-5);
+      EXPECT_NEAR(s.t2i.at(t, i), bf.full[i][t], 1e-5);
     }
 
   const json r = evaluate_retrieval(ret_dir(), data_dir(), o);
@@ -346,10 +347,13 @@ TEST_F(EvaluateTest, RetrievalRerankScoresOnlyTheItcTopK) {
   };
   check_rows(s.i2t, true);
   check_rows(s.t2i, false);
-  // The model's train/eval mode is restored.
+  // Every submodule's train/eval mode is restored (a frozen part stays in eval).
   model->train();
+  model->vision_model->eval();
   retrieval_scores(*model, *tok, proc, set, o);
   EXPECT_TRUE(model->is_training());
+  EXPECT_TRUE(model->qformer->is_training());
+  EXPECT_FALSE(model->vision_model->is_training());
 }
 
 TEST_F(EvaluateTest, RetrievalLimitAndProgress) {
