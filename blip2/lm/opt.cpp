@@ -19,11 +19,11 @@ std::shared_ptr<LanguageModel> make_language_model(const TextConfig& text) {
 OptAttentionImpl::OptAttentionImpl(const OptConfig& c)
     : heads_(c.num_attention_heads),
       scaling_(1.0 / std::sqrt(static_cast<double>(c.hidden_size / c.num_attention_heads))) {
-  auto lin = torch::nn::LinearOptions(c.hidden_size, c.hidden_size).bias(c.enable_bias);
-  k_proj = register_module("k_proj", torch::nn::Linear(lin));
-  v_proj = register_module("v_proj", torch::nn::Linear(lin));
-  q_proj = register_module("q_proj", torch::nn::Linear(lin));
-  out_proj = register_module("out_proj", torch::nn::Linear(lin));
+  const int64_t D = c.hidden_size;
+  k_proj = register_module("k_proj", nn::Linear(D, D, c.enable_bias));
+  v_proj = register_module("v_proj", nn::Linear(D, D, c.enable_bias));
+  q_proj = register_module("q_proj", nn::Linear(D, D, c.enable_bias));
+  out_proj = register_module("out_proj", nn::Linear(D, D, c.enable_bias));
 }
 
 torch::Tensor OptAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& bias, KVCache* cache) {
@@ -42,12 +42,13 @@ torch::Tensor OptAttentionImpl::forward(const torch::Tensor& x, const torch::Ten
 }
 
 OptDecoderLayerImpl::OptDecoderLayerImpl(const OptConfig& c) : c_(c) {
-  auto ln = torch::nn::LayerNormOptions({c.hidden_size}).elementwise_affine(c.layer_norm_elementwise_affine);
   self_attn = register_module("self_attn", OptAttention(c));
-  self_attn_layer_norm = register_module("self_attn_layer_norm", torch::nn::LayerNorm(ln));
-  fc1 = register_module("fc1", torch::nn::Linear(torch::nn::LinearOptions(c.hidden_size, c.ffn_dim).bias(c.enable_bias)));
-  fc2 = register_module("fc2", torch::nn::Linear(torch::nn::LinearOptions(c.ffn_dim, c.hidden_size).bias(c.enable_bias)));
-  final_layer_norm = register_module("final_layer_norm", torch::nn::LayerNorm(ln));
+  self_attn_layer_norm =
+      register_module("self_attn_layer_norm", nn::LayerNorm(c.hidden_size, 1e-5, c.layer_norm_elementwise_affine));
+  fc1 = register_module("fc1", nn::Linear(c.hidden_size, c.ffn_dim, c.enable_bias));
+  fc2 = register_module("fc2", nn::Linear(c.ffn_dim, c.hidden_size, c.enable_bias));
+  final_layer_norm =
+      register_module("final_layer_norm", nn::LayerNorm(c.hidden_size, 1e-5, c.layer_norm_elementwise_affine));
 }
 
 torch::Tensor OptDecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& bias, KVCache* cache) {
@@ -63,19 +64,19 @@ torch::Tensor OptDecoderLayerImpl::forward(const torch::Tensor& x, const torch::
 OptDecoderImpl::OptDecoderImpl(const OptConfig& c) : c_(c) {
   embed_tokens = register_module(
       "embed_tokens",
-      torch::nn::Embedding(torch::nn::EmbeddingOptions(c.vocab_size, c.word_embed_proj_dim).padding_idx(c.pad_token_id)));
+      nn::Embedding(c.vocab_size, c.word_embed_proj_dim, c.pad_token_id));
   embed_positions =
-      register_module("embed_positions", torch::nn::Embedding(c.max_position_embeddings + 2, c.hidden_size));
+      register_module("embed_positions", nn::Embedding(c.max_position_embeddings + 2, c.hidden_size));
   if (c.word_embed_proj_dim != c.hidden_size) {
     project_out = register_module(
-        "project_out", torch::nn::Linear(torch::nn::LinearOptions(c.hidden_size, c.word_embed_proj_dim).bias(false)));
+        "project_out", nn::Linear(c.hidden_size, c.word_embed_proj_dim, false));
     project_in = register_module(
-        "project_in", torch::nn::Linear(torch::nn::LinearOptions(c.word_embed_proj_dim, c.hidden_size).bias(false)));
+        "project_in", nn::Linear(c.word_embed_proj_dim, c.hidden_size, false));
   }
   if (c.do_layer_norm_before && !c.remove_final_layer_norm)
     final_layer_norm = register_module(
         "final_layer_norm",
-        torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hidden_size}).elementwise_affine(c.layer_norm_elementwise_affine)));
+        nn::LayerNorm(c.hidden_size, 1e-5, c.layer_norm_elementwise_affine));
   layers = register_module("layers", torch::nn::ModuleList());
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) layers->push_back(OptDecoderLayer(c));
 }
@@ -119,7 +120,7 @@ OptLanguageModel::OptLanguageModel(const OptConfig& c) : c_(c) {
   register_module("model", model);
   if (!c.tie_word_embeddings)
     lm_head = register_module(
-        "lm_head", torch::nn::Linear(torch::nn::LinearOptions(c.word_embed_proj_dim, c.vocab_size).bias(false)));
+        "lm_head", nn::Linear(c.word_embed_proj_dim, c.vocab_size, false));
 }
 
 torch::Tensor OptLanguageModel::embed_tokens(const torch::Tensor& ids) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "blip2/lm/language_model.h"
+#include "blip2/nn/layers.h"
 
 namespace blip2 {
 
@@ -16,7 +17,7 @@ class OptAttentionImpl : public torch::nn::Module {
   explicit OptAttentionImpl(const OptConfig& c);
   // x (N, S, D); bias additive (N, 1, S, P+S); cache extended in place when given.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& bias, KVCache* cache);
-  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, out_proj{nullptr};
+  nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, out_proj{nullptr};
 
  private:
   int64_t heads_;
@@ -29,8 +30,8 @@ class OptDecoderLayerImpl : public torch::nn::Module {
   explicit OptDecoderLayerImpl(const OptConfig& c);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& bias, KVCache* cache);
   OptAttention self_attn{nullptr};
-  torch::nn::LayerNorm self_attn_layer_norm{nullptr}, final_layer_norm{nullptr};
-  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+  nn::LayerNorm self_attn_layer_norm{nullptr}, final_layer_norm{nullptr};
+  nn::Linear fc1{nullptr}, fc2{nullptr};
 
  private:
   OptConfig c_;
@@ -46,9 +47,9 @@ class OptDecoderImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& inputs_embeds, const torch::Tensor& mask,
                         std::vector<KVCache>* cache, std::vector<torch::Tensor>* hidden_states);
 
-  torch::nn::Embedding embed_tokens{nullptr}, embed_positions{nullptr};
-  torch::nn::Linear project_in{nullptr}, project_out{nullptr};
-  torch::nn::LayerNorm final_layer_norm{nullptr};
+  nn::Embedding embed_tokens{nullptr}, embed_positions{nullptr};
+  nn::Linear project_in{nullptr}, project_out{nullptr};
+  nn::LayerNorm final_layer_norm{nullptr};
   torch::nn::ModuleList layers{nullptr};
 
  private:
@@ -74,7 +75,7 @@ class OptLanguageModel : public LanguageModel {
   torch::Tensor lm_head_forward(const torch::Tensor& h);
 
   OptDecoder decoder{nullptr};
-  torch::nn::Linear lm_head{nullptr};  // only when embeddings are not tied
+  nn::Linear lm_head{nullptr};  // only when embeddings are not tied
 
  private:
   OptConfig c_;

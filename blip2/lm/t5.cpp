@@ -24,14 +24,14 @@ torch::Tensor T5LayerNormImpl::forward(const torch::Tensor& x) {
 
 T5AttentionImpl::T5AttentionImpl(const T5Config& c, bool has_bias) : c_(c) {
   const int64_t inner = c.num_heads * c.d_kv;
-  auto lin = [&](int64_t i, int64_t o) { return torch::nn::Linear(torch::nn::LinearOptions(i, o).bias(false)); };
+  auto lin = [&](int64_t i, int64_t o) { return nn::Linear(i, o, false); };
   q = register_module("q", lin(c.d_model, inner));
   k = register_module("k", lin(c.d_model, inner));
   v = register_module("v", lin(c.d_model, inner));
   o = register_module("o", lin(inner, c.d_model));
   if (has_bias)
     relative_attention_bias = register_module(
-        "relative_attention_bias", torch::nn::Embedding(c.relative_attention_num_buckets, c.num_heads));
+        "relative_attention_bias", nn::Embedding(c.relative_attention_num_buckets, c.num_heads));
 }
 
 namespace {
@@ -96,7 +96,7 @@ torch::Tensor T5AttentionImpl::forward(const torch::Tensor& x, const torch::Tens
 }
 
 T5DenseImpl::T5DenseImpl(const T5Config& c) : c_(c) {
-  auto lin = [&](int64_t i, int64_t o) { return torch::nn::Linear(torch::nn::LinearOptions(i, o).bias(false)); };
+  auto lin = [&](int64_t i, int64_t o) { return nn::Linear(i, o, false); };
   if (c.is_gated_act) {
     wi_0 = register_module("wi_0", lin(c.d_model, c.d_ff));
     wi_1 = register_module("wi_1", lin(c.d_model, c.d_ff));
@@ -189,12 +189,12 @@ torch::Tensor T5StackImpl::step(const torch::Tensor& x, int64_t pos, const torch
 }
 
 T5LanguageModel::T5LanguageModel(const T5Config& c) : c_(c) {
-  shared = register_module("shared", torch::nn::Embedding(c.vocab_size, c.d_model));
+  shared = register_module("shared", nn::Embedding(c.vocab_size, c.d_model));
   encoder = register_module("encoder", T5Stack(c, false));
   decoder = register_module("decoder", T5Stack(c, true));
   if (!c.tie_word_embeddings)
     lm_head = register_module("lm_head",
-                              torch::nn::Linear(torch::nn::LinearOptions(c.d_model, c.vocab_size).bias(false)));
+                              nn::Linear(c.d_model, c.vocab_size, false));
 }
 
 torch::Tensor T5LanguageModel::embed_tokens(const torch::Tensor& ids) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "blip2/lm/language_model.h"
+#include "blip2/nn/layers.h"
 #include "blip2/lm/opt.h"
 
 #include <array>
@@ -32,8 +33,8 @@ class T5AttentionImpl : public torch::nn::Module {
   // [q_offset, q_offset + Lq) and keys [0, Lk).
   torch::Tensor compute_bias(int64_t q_len, int64_t k_len, int64_t q_offset, bool bidirectional,
                              const torch::Device& device);
-  torch::nn::Linear q{nullptr}, k{nullptr}, v{nullptr}, o{nullptr};
-  torch::nn::Embedding relative_attention_bias{nullptr};
+  nn::Linear q{nullptr}, k{nullptr}, v{nullptr}, o{nullptr};
+  nn::Embedding relative_attention_bias{nullptr};
 
  private:
   T5Config c_;
@@ -44,7 +45,7 @@ class T5DenseImpl : public torch::nn::Module {
  public:
   explicit T5DenseImpl(const T5Config& c);
   torch::Tensor forward(const torch::Tensor& x);
-  torch::nn::Linear wi{nullptr}, wi_0{nullptr}, wi_1{nullptr}, wo{nullptr};
+  nn::Linear wi{nullptr}, wi_0{nullptr}, wi_1{nullptr}, wo{nullptr};
 
  private:
   T5Config c_;
@@ -94,9 +95,9 @@ class T5LanguageModel : public LanguageModel {
 
   torch::Tensor lm_head_forward(const torch::Tensor& h);
 
-  torch::nn::Embedding shared{nullptr};
+  nn::Embedding shared{nullptr};
   T5Stack encoder{nullptr}, decoder{nullptr};
-  torch::nn::Linear lm_head{nullptr};
+  nn::Linear lm_head{nullptr};
 
  private:
   T5Config c_;

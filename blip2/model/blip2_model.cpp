@@ -29,9 +29,9 @@ Blip2Parts Blip2Parts::from_config(const Blip2Config& c) {
 
 TextDecoderHeadImpl::TextDecoderHeadImpl(const QFormerConfig& c) : act_(c.hidden_act) {
   auto t = std::make_shared<torch::nn::Module>();
-  dense = t->register_module("dense", torch::nn::Linear(c.hidden_size, c.hidden_size));
+  dense = t->register_module("dense", nn::Linear(c.hidden_size, c.hidden_size));
   layer_norm = t->register_module(
-      "LayerNorm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps)));
+      "LayerNorm", nn::LayerNorm(c.hidden_size, c.layer_norm_eps));
   register_module("transform", t);
   bias = register_parameter("bias", torch::zeros({c.vocab_size}));
 }
@@ -55,16 +55,16 @@ Blip2ModelImpl::Blip2ModelImpl(const Blip2Config& config, Blip2Parts parts) : co
     // Projects to the LM's input-embedding width (OPT: word_embed_proj_dim,
     // which equals hidden_size in every BLIP-2 checkpoint).
     language_projection =
-        register_module("language_projection", torch::nn::Linear(q.hidden_size, language_model->hidden_size()));
+        register_module("language_projection", nn::Linear(q.hidden_size, language_model->hidden_size()));
     register_module("language_model", language_model);
   }
   if (parts.retrieval || parts.qformer_text) embeddings = register_module("embeddings", QFormerTextEmbeddings(q));
   if (parts.retrieval) {
     vision_projection =
-        register_module("vision_projection", torch::nn::Linear(q.hidden_size, config_.image_text_hidden_size));
+        register_module("vision_projection", nn::Linear(q.hidden_size, config_.image_text_hidden_size));
     text_projection =
-        register_module("text_projection", torch::nn::Linear(q.hidden_size, config_.image_text_hidden_size));
-    itm_head = register_module("itm_head", torch::nn::Linear(q.hidden_size, 2));
+        register_module("text_projection", nn::Linear(q.hidden_size, config_.image_text_hidden_size));
+    itm_head = register_module("itm_head", nn::Linear(q.hidden_size, 2));
   }
   if (parts.itg) {
     text_decoder_head = register_module("text_decoder_head", TextDecoderHead(q));

@@ -6,6 +6,8 @@
 
 #include <torch/torch.h>
 
+#include "blip2/nn/layers.h"
+
 #include <memory>
 #include <string>
 
@@ -64,8 +66,8 @@ class TextDecoderHeadImpl : public torch::nn::Module {
   explicit TextDecoderHeadImpl(const QFormerConfig& c);
   // h (B, T, D), word_embeddings (V, D) -> logits (B, T, V)
   torch::Tensor forward(const torch::Tensor& h, const torch::Tensor& word_embeddings);
-  torch::nn::Linear dense{nullptr};
-  torch::nn::LayerNorm layer_norm{nullptr};
+  nn::Linear dense{nullptr};
+  nn::LayerNorm layer_norm{nullptr};
   torch::Tensor bias;
 
  private:
@@ -116,10 +118,10 @@ class Blip2ModelImpl : public torch::nn::Module {
   VisionEncoder vision_model{nullptr};
   torch::Tensor query_tokens;  // (1, Q, D)
   QFormer qformer{nullptr};
-  torch::nn::Linear language_projection{nullptr};
+  nn::Linear language_projection{nullptr};
   std::shared_ptr<LanguageModel> language_model;
   QFormerTextEmbeddings embeddings{nullptr};
-  torch::nn::Linear vision_projection{nullptr}, text_projection{nullptr}, itm_head{nullptr};
+  nn::Linear vision_projection{nullptr}, text_projection{nullptr}, itm_head{nullptr};
   TextDecoderHead text_decoder_head{nullptr};
   torch::Tensor temp;  // () ITC temperature (LAVIS init 0.07)
 

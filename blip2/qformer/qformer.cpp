@@ -34,9 +34,9 @@ QFormerMultiHeadAttentionImpl::QFormerMultiHeadAttentionImpl(const QFormerConfig
       dropout_(c.attention_probs_dropout_prob) {
   const int64_t D = c.hidden_size;
   const int64_t Dkv = cross ? c.encoder_hidden_size : D;
-  query = register_module("query", torch::nn::Linear(D, D));
-  key = register_module("key", torch::nn::Linear(Dkv, D));
-  value = register_module("value", torch::nn::Linear(Dkv, D));
+  query = register_module("query", nn::Linear(D, D));
+  key = register_module("key", nn::Linear(Dkv, D));
+  value = register_module("value", nn::Linear(Dkv, D));
 }
 
 torch::Tensor QFormerMultiHeadAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& kv,
@@ -49,8 +49,8 @@ torch::Tensor QFormerMultiHeadAttentionImpl::forward(const torch::Tensor& x, con
 
 QFormerResidualOutputImpl::QFormerResidualOutputImpl(int64_t in, int64_t out, double eps, double dropout)
     : dropout_(dropout) {
-  dense = register_module("dense", torch::nn::Linear(in, out));
-  LayerNorm = register_module("LayerNorm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({out}).eps(eps)));
+  dense = register_module("dense", nn::Linear(in, out));
+  LayerNorm = register_module("LayerNorm", nn::LayerNorm(out, eps));
 }
 
 torch::Tensor QFormerResidualOutputImpl::forward(const torch::Tensor& h, const torch::Tensor& residual) {
@@ -68,7 +68,7 @@ torch::Tensor QFormerAttentionImpl::forward(const torch::Tensor& x, const torch:
 }
 
 QFormerIntermediateImpl::QFormerIntermediateImpl(const QFormerConfig& c) : act_(c.hidden_act) {
-  dense = register_module("dense", torch::nn::Linear(c.hidden_size, c.intermediate_size));
+  dense = register_module("dense", nn::Linear(c.hidden_size, c.intermediate_size));
 }
 
 torch::Tensor QFormerIntermediateImpl::forward(const torch::Tensor& x) {
@@ -116,7 +116,7 @@ torch::Tensor QFormerLayerImpl::forward(const torch::Tensor& h, const torch::Ten
 
 QFormerImpl::QFormerImpl(const QFormerConfig& c) : config_(c) {
   layernorm = register_module(
-      "layernorm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps)));
+      "layernorm", nn::LayerNorm(c.hidden_size, c.layer_norm_eps));
   layer = torch::nn::ModuleList();
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) layer->push_back(QFormerLayer(c, i));
   auto enc = std::make_shared<torch::nn::Module>();
@@ -151,9 +151,9 @@ QFormerOutput QFormerImpl::forward(const torch::Tensor& embeds, int64_t query_le
 QFormerTextEmbeddingsImpl::QFormerTextEmbeddingsImpl(const QFormerConfig& c) : config_(c) {
   word_embeddings = register_module(
       "word_embeddings",
-      torch::nn::Embedding(torch::nn::EmbeddingOptions(c.vocab_size, c.hidden_size).padding_idx(c.pad_token_id)));
+      nn::Embedding(c.vocab_size, c.hidden_size, c.pad_token_id));
   position_embeddings = register_module(
-      "position_embeddings", torch::nn::Embedding(c.max_position_embeddings, c.hidden_size));
+      "position_embeddings", nn::Embedding(c.max_position_embeddings, c.hidden_size));
 }
 
 torch::Tensor QFormerTextEmbeddingsImpl::forward(const torch::Tensor& input_ids,

@@ -7,6 +7,8 @@
 
 #include <torch/torch.h>
 
+#include "blip2/nn/layers.h"
+
 #include <vector>
 
 #include "blip2/config/config.h"
@@ -36,7 +38,7 @@ class QFormerMultiHeadAttentionImpl : public torch::nn::Module {
   QFormerMultiHeadAttentionImpl(const QFormerConfig& c, bool is_cross_attention);
   // x (B, Lq, D); kv (B, Lk, Dkv) (= x for self-attention); bias additive.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& kv, const torch::Tensor& bias);
-  torch::nn::Linear query{nullptr}, key{nullptr}, value{nullptr};
+  nn::Linear query{nullptr}, key{nullptr}, value{nullptr};
 
  private:
   int64_t heads_;
@@ -50,8 +52,8 @@ class QFormerResidualOutputImpl : public torch::nn::Module {
  public:
   QFormerResidualOutputImpl(int64_t in, int64_t out, double eps, double dropout);
   torch::Tensor forward(const torch::Tensor& h, const torch::Tensor& residual);
-  torch::nn::Linear dense{nullptr};
-  torch::nn::LayerNorm LayerNorm{nullptr};
+  nn::Linear dense{nullptr};
+  nn::LayerNorm LayerNorm{nullptr};
 
  private:
   double dropout_;
@@ -71,7 +73,7 @@ class QFormerIntermediateImpl : public torch::nn::Module {
  public:
   explicit QFormerIntermediateImpl(const QFormerConfig& c);
   torch::Tensor forward(const torch::Tensor& x);
-  torch::nn::Linear dense{nullptr};
+  nn::Linear dense{nullptr};
 
  private:
   std::string act_;
@@ -110,7 +112,7 @@ class QFormerImpl : public torch::nn::Module {
                         const torch::Tensor& encoder_mask = {}, bool output_hidden_states = false);
   const QFormerConfig& config() const { return config_; }
 
-  torch::nn::LayerNorm layernorm{nullptr};
+  nn::LayerNorm layernorm{nullptr};
   torch::nn::ModuleList layer{nullptr};
 
  private:
@@ -125,7 +127,7 @@ class QFormerTextEmbeddingsImpl : public torch::nn::Module {
   explicit QFormerTextEmbeddingsImpl(const QFormerConfig& c);
   // ids (B, T) -> (B, T, D), or (B, Q+T, D) with query_embeds (B, Q, D) in front.
   torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& query_embeds = {});
-  torch::nn::Embedding word_embeddings{nullptr}, position_embeddings{nullptr};
+  nn::Embedding word_embeddings{nullptr}, position_embeddings{nullptr};
 
  private:
   QFormerConfig config_;

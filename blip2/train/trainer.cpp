@@ -15,6 +15,7 @@
 #include "blip2/data/tokenizer.h"
 #include "blip2/io/safetensors.h"
 #include "blip2/io/tensor_store.h"
+#include "blip2/nn/layers.h"
 #include "blip2/train/losses.h"
 #include "blip2/train/optim.h"
 #include "blip2/util/error.h"
@@ -32,20 +33,7 @@ json StepMetrics::to_json() const {
           {"grad_norm", grad_norm}, {"samples_per_sec", samples_per_sec}, {"seconds", seconds}};
 }
 
-void init_bert_weights(torch::nn::Module& m, double std) {
-  torch::NoGradGuard g;
-  for (auto& mod : m.modules(/*include_self=*/true)) {
-    if (auto* l = mod->as<torch::nn::LinearImpl>()) {
-      l->weight.normal_(0.0, std);
-      if (l->bias.defined()) l->bias.zero_();
-    } else if (auto* e = mod->as<torch::nn::EmbeddingImpl>()) {
-      e->weight.normal_(0.0, std);
-    } else if (auto* n = mod->as<torch::nn::LayerNormImpl>()) {
-      if (n->weight.defined()) n->weight.fill_(1.0);
-      if (n->bias.defined()) n->bias.zero_();
-    }
-  }
-}
+void init_bert_weights(torch::nn::Module& m, double std) { nn::init_normal(m, std); }
 
 std::pair<torch::Tensor, torch::Tensor> tokenize_batch(const Tokenizer& tok, const std::vector<std::string>& texts,
                                                        int64_t max_len, int64_t pad_id, bool add_special_tokens) {
@@ -86,14 +74,12 @@ Blip2Model build_training_model(const TrainConfig& c) {
   parts.qformer_text = c.mode == "vqa";  // the question is read by the Q-Former too
   Blip2Model m(mc, parts);
   {
-    // Fresh trainable parts: BERT initialisation (LAVIS), queries N(0, 0.02).
+    // Layers are built uninitialised (nn/layers.h): BERT initialisation
+    // (LAVIS) for everything, queries N(0, 0.02); the frozen parts are then
+    // overwritten from their checkpoints below.
     torch::NoGradGuard g;
-    init_bert_weights(*m->qformer);
-    if (!m->embeddings.is_empty()) init_bert_weights(*m->embeddings);
-    for (auto* lin : {&m->vision_projection, &m->text_projection, &m->itm_head, &m->language_projection})
-      if (!lin->is_empty()) init_bert_weights(**lin);
-    if (!m->text_decoder_head.is_empty()) init_bert_weights(*m->text_decoder_head);
-    m->query_tokens.normal_(0.0, mc.qformer.hidden_size > 0 ? 0.02 : 0.02);
+    init_bert_weights(*m);
+    m->query_tokens.normal_(0.0, 0.02);
   }
   auto load = [&](const std::string& path, LoadOptions o, const char* what) {
     if (path.empty()) return;

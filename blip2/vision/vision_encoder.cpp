@@ -14,7 +14,7 @@ VisionEmbeddingsImpl::VisionEmbeddingsImpl(const VisionConfig& c) : config_(c) {
   class_embedding = register_parameter("class_embedding", torch::zeros({1, 1, D}));
   patch_embedding = register_module(
       "patch_embedding",
-      torch::nn::Conv2d(torch::nn::Conv2dOptions(c.num_channels, D, c.patch_size).stride(c.patch_size)));
+      nn::PatchConv(c.num_channels, D, c.patch_size));
   position_embedding =
       register_parameter("position_embedding", torch::zeros({1, c.num_patches() + 1, D}));
 }
@@ -66,8 +66,8 @@ torch::Tensor VisionEmbeddingsImpl::forward(const torch::Tensor& pixel_values,
 VisionAttentionImpl::VisionAttentionImpl(const VisionConfig& c)
     : heads_(c.num_attention_heads), scale_(1.0 / std::sqrt(static_cast<double>(c.head_dim()))) {
   const int64_t D = c.hidden_size;
-  qkv = register_module("qkv", torch::nn::Linear(torch::nn::LinearOptions(D, 3 * D).bias(c.qkv_bias)));
-  projection = register_module("projection", torch::nn::Linear(D, D));
+  qkv = register_module("qkv", nn::Linear(D, 3 * D, c.qkv_bias));
+  projection = register_module("projection", nn::Linear(D, D));
 }
 
 torch::Tensor VisionAttentionImpl::forward(const torch::Tensor& x) {
@@ -78,8 +78,8 @@ torch::Tensor VisionAttentionImpl::forward(const torch::Tensor& x) {
 }
 
 VisionMlpImpl::VisionMlpImpl(const VisionConfig& c) : act_(c.hidden_act) {
-  fc1 = register_module("fc1", torch::nn::Linear(c.hidden_size, c.intermediate_size));
-  fc2 = register_module("fc2", torch::nn::Linear(c.intermediate_size, c.hidden_size));
+  fc1 = register_module("fc1", nn::Linear(c.hidden_size, c.intermediate_size));
+  fc2 = register_module("fc2", nn::Linear(c.intermediate_size, c.hidden_size));
 }
 
 torch::Tensor VisionMlpImpl::forward(const torch::Tensor& x) {
@@ -87,11 +87,10 @@ torch::Tensor VisionMlpImpl::forward(const torch::Tensor& x) {
 }
 
 VisionLayerImpl::VisionLayerImpl(const VisionConfig& c) {
-  auto ln = torch::nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps);
   self_attn = register_module("self_attn", VisionAttention(c));
-  layer_norm1 = register_module("layer_norm1", torch::nn::LayerNorm(ln));
+  layer_norm1 = register_module("layer_norm1", nn::LayerNorm(c.hidden_size, c.layer_norm_eps));
   mlp = register_module("mlp", VisionMlp(c));
-  layer_norm2 = register_module("layer_norm2", torch::nn::LayerNorm(ln));
+  layer_norm2 = register_module("layer_norm2", nn::LayerNorm(c.hidden_size, c.layer_norm_eps));
 }
 
 torch::Tensor VisionLayerImpl::forward(const torch::Tensor& x) {
@@ -110,7 +109,7 @@ VisionEncoderImpl::VisionEncoderImpl(const VisionConfig& c, bool with_tower) : c
   }
   post_layernorm = register_module(
       "post_layernorm",
-      torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps)));
+      nn::LayerNorm(c.hidden_size, c.layer_norm_eps));
 }
 
 VisionOutput VisionEncoderImpl::forward(const torch::Tensor& pixel_values, bool output_hidden_states,

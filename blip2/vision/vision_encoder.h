@@ -5,6 +5,8 @@
 
 #include <torch/torch.h>
 
+#include "blip2/nn/layers.h"
+
 #include <vector>
 
 #include "blip2/config/config.h"
@@ -26,7 +28,7 @@ class VisionEmbeddingsImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& pixel_values, bool interpolate_pos_encoding = false);
 
   torch::Tensor class_embedding;     // (1, 1, Dv)
-  torch::nn::Conv2d patch_embedding{nullptr};  // Dv x C x P x P
+  nn::PatchConv patch_embedding{nullptr};  // Dv x C x P x P
   torch::Tensor position_embedding;  // (1, N+1, Dv)
 
  private:
@@ -39,8 +41,8 @@ class VisionAttentionImpl : public torch::nn::Module {
   explicit VisionAttentionImpl(const VisionConfig& c);
   torch::Tensor forward(const torch::Tensor& x);  // (B, L, Dv) -> (B, L, Dv)
 
-  torch::nn::Linear qkv{nullptr};         // 3Dv x Dv; bias = cat(q_bias, 0, v_bias)
-  torch::nn::Linear projection{nullptr};  // Dv x Dv
+  nn::Linear qkv{nullptr};         // 3Dv x Dv; bias = cat(q_bias, 0, v_bias)
+  nn::Linear projection{nullptr};  // Dv x Dv
 
  private:
   int64_t heads_;
@@ -52,7 +54,7 @@ class VisionMlpImpl : public torch::nn::Module {
  public:
   explicit VisionMlpImpl(const VisionConfig& c);
   torch::Tensor forward(const torch::Tensor& x);
-  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+  nn::Linear fc1{nullptr}, fc2{nullptr};
 
  private:
   std::string act_;
@@ -64,7 +66,7 @@ class VisionLayerImpl : public torch::nn::Module {
   explicit VisionLayerImpl(const VisionConfig& c);
   torch::Tensor forward(const torch::Tensor& x);
   VisionAttention self_attn{nullptr};
-  torch::nn::LayerNorm layer_norm1{nullptr}, layer_norm2{nullptr};
+  nn::LayerNorm layer_norm1{nullptr}, layer_norm2{nullptr};
   VisionMlp mlp{nullptr};
 };
 TORCH_MODULE(VisionLayer);
@@ -81,7 +83,7 @@ class VisionEncoderImpl : public torch::nn::Module {
 
   VisionEmbeddings embeddings{nullptr};
   torch::nn::ModuleList layers{nullptr};
-  torch::nn::LayerNorm post_layernorm{nullptr};
+  nn::LayerNorm post_layernorm{nullptr};
 
  private:
   VisionConfig config_;

@@ -1,0 +1,54 @@
+#include "blip2/nn/layers.h"
+
+namespace blip2::nn {
+
+LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias) {
+  weight = register_parameter("weight", torch::empty({out, in}));
+  if (with_bias) bias = register_parameter("bias", torch::empty({out}));
+}
+
+torch::Tensor LinearImpl::forward(const torch::Tensor& x) { return torch::nn::functional::linear(x, weight, bias); }
+
+EmbeddingImpl::EmbeddingImpl(int64_t num, int64_t dim, int64_t padding_idx) : padding_idx_(padding_idx) {
+  weight = register_parameter("weight", torch::empty({num, dim}));
+}
+
+torch::Tensor EmbeddingImpl::forward(const torch::Tensor& ids) { return torch::embedding(weight, ids, padding_idx_); }
+
+LayerNormImpl::LayerNormImpl(int64_t dim, double eps, bool affine) : dim_(dim), eps_(eps) {
+  if (affine) {
+    weight = register_parameter("weight", torch::empty({dim}));
+    bias = register_parameter("bias", torch::empty({dim}));
+  }
+}
+
+torch::Tensor LayerNormImpl::forward(const torch::Tensor& x) { return torch::layer_norm(x, {dim_}, weight, bias, eps_); }
+
+PatchConvImpl::PatchConvImpl(int64_t in, int64_t out, int64_t patch) : patch_(patch) {
+  weight = register_parameter("weight", torch::empty({out, in, patch, patch}));
+  bias = register_parameter("bias", torch::empty({out}));
+}
+
+torch::Tensor PatchConvImpl::forward(const torch::Tensor& x) {
+  return torch::conv2d(x, weight, bias, /*stride=*/{patch_, patch_});
+}
+
+void init_normal(torch::nn::Module& m, double std) {
+  torch::NoGradGuard g;
+  for (auto& mod : m.modules(/*include_self=*/true)) {
+    if (auto* l = mod->as<LinearImpl>()) {
+      l->weight.normal_(0.0, std);
+      if (l->bias.defined()) l->bias.zero_();
+    } else if (auto* e = mod->as<EmbeddingImpl>()) {
+      e->weight.normal_(0.0, std);
+    } else if (auto* c = mod->as<PatchConvImpl>()) {
+      c->weight.normal_(0.0, std);
+      c->bias.zero_();
+    } else if (auto* n = mod->as<LayerNormImpl>()) {
+      if (n->weight.defined()) n->weight.fill_(1.0);
+      if (n->bias.defined()) n->bias.zero_();
+    }
+  }
+}
+
+}  // namespace blip2::nn

@@ -1,0 +1,63 @@
+// The parameterised layers of every BLIP-2 module: Linear, Embedding,
+// LayerNorm, Conv2d. Unlike torch::nn's, their parameters are allocated but
+// NOT initialised: a model is built to receive checkpoint weights (mapped from
+// the file), so random initialisation would only cost time and memory (7 s and
+// 4.8 GB for ViT-g + Q-Former). Training initialises fresh parts explicitly
+// (train/trainer.cpp init_bert_weights). Parameter names are torch's
+// ("weight", "bias"), so checkpoint keys are unchanged.
+#pragma once
+
+#include <torch/torch.h>
+
+namespace blip2::nn {
+
+class LinearImpl : public torch::nn::Module {
+ public:
+  LinearImpl(int64_t in_features, int64_t out_features, bool bias = true);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor weight;  // (out, in)
+  torch::Tensor bias;    // (out) or undefined
+};
+TORCH_MODULE(Linear);
+
+class EmbeddingImpl : public torch::nn::Module {
+ public:
+  // padding_idx >= 0: that row gets no gradient (torch's Embedding semantics).
+  EmbeddingImpl(int64_t num_embeddings, int64_t dim, int64_t padding_idx = -1);
+  torch::Tensor forward(const torch::Tensor& ids);
+  torch::Tensor weight;  // (num, dim)
+
+ private:
+  int64_t padding_idx_;
+};
+TORCH_MODULE(Embedding);
+
+class LayerNormImpl : public torch::nn::Module {
+ public:
+  LayerNormImpl(int64_t dim, double eps, bool elementwise_affine = true);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor weight, bias;  // (dim) or undefined without affine
+
+ private:
+  int64_t dim_;
+  double eps_;
+};
+TORCH_MODULE(LayerNorm);
+
+// The ViT patch embedding: kernel = stride = patch.
+class PatchConvImpl : public torch::nn::Module {
+ public:
+  PatchConvImpl(int64_t in_channels, int64_t out_channels, int64_t patch);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor weight, bias;
+
+ private:
+  int64_t patch_;
+};
+TORCH_MODULE(PatchConv);
+
+// Initialises every Linear / Embedding / PatchConv weight ~ N(0, std) with
+// zero biases and every LayerNorm to (1, 0) below `m` (BERT's scheme).
+void init_normal(torch::nn::Module& m, double std);
+
+}  // namespace blip2::nn
