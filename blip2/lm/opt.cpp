@@ -92,7 +92,7 @@ torch::Tensor OptDecoderImpl::forward(const torch::Tensor& inputs_embeds, const 
   auto m = mask.to(torch::kLong);
   // positions = cumsum(mask) * mask - 1, offset 2 (OPTLearnedPositionalEmbedding).
   auto positions = (torch::cumsum(m, 1) * m - 1).slice(1, past, total) + 2;
-  auto h = inputs_embeds;
+  auto h = inputs_embeds.to(embed_positions->weight.scalar_type());  // a bf16 LLM under a float32 bridge
   if (!project_in.is_empty()) h = project_in->forward(h);
   h = h + embed_positions->forward(positions).to(h.scalar_type());
   // Causal + padding bias (N, 1, S, total) with finfo.min where masked.

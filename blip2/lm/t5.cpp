@@ -219,7 +219,7 @@ LMOutput T5LanguageModel::forward(const torch::Tensor& inputs_embeds, const torc
   nn::check_shape(decoder_input_ids, {inputs_embeds.size(0), -1}, "T5", "decoder_input_ids",
                   "an encoder-decoder forward needs decoder ids (labels shifted right)");
   LMOutput out;
-  auto enc = encoder->forward(inputs_embeds, attention_mask, {}, {},
+  auto enc = encoder->forward(inputs_embeds.to(shared->weight.scalar_type()), attention_mask, {}, {},
                               output_hidden_states ? &out.encoder_hidden_states : nullptr);
   out.encoder_last_hidden_state = enc;
   auto dec_in = embed_tokens(decoder_input_ids);
@@ -243,7 +243,7 @@ std::unique_ptr<DecodeState> T5LanguageModel::start(const torch::Tensor& inputs_
   nn::check_shape(inputs_embeds, {-1, -1, c_.d_model}, "T5", "inputs_embeds");
   nn::check_shape(attention_mask, {inputs_embeds.size(0), inputs_embeds.size(1)}, "T5", "attention_mask");
   auto st = std::make_unique<T5State>();
-  st->enc = encoder->forward(inputs_embeds, attention_mask, {}, {}, nullptr);
+  st->enc = encoder->forward(inputs_embeds.to(shared->weight.scalar_type()), attention_mask, {}, {}, nullptr);
   st->enc_bias = nn::padding_bias(attention_mask, st->enc.scalar_type(), nn::finfo_min(st->enc.scalar_type()));
   auto start_ids = torch::full({inputs_embeds.size(0)}, c_.decoder_start_token_id,
                                torch::TensorOptions().dtype(torch::kLong).device(inputs_embeds.device()));

@@ -74,7 +74,8 @@ Stage1Output stage1_forward(Blip2ModelImpl& model, const Stage1Inputs& in, const
     model.temp.clamp_(0.001, 0.5);
   }
   Stage1Output out;
-  auto image_embeds = model.vision_model->post_layernorm->forward(vit);  // ln_vision, (B, N, Dv)
+  // ln_vision, (B, N, Dv); the frozen tower may run in bf16.
+  auto image_embeds = model.vision_model->post_layernorm->forward(vit.to(model.vision_model->post_layernorm->weight.scalar_type()));
   auto queries = model.query_tokens.expand({B, -1, -1});
   auto q_last = model.qformer->forward(queries, Q, {}, image_embeds).last_hidden_state;  // (B, Q, D)
   out.image_feats = F::normalize(model.vision_projection->forward(q_last), F::NormalizeFuncOptions().dim(-1));

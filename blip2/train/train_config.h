@@ -51,7 +51,7 @@ struct TrainConfig {
   int64_t grad_accum = 1;
   int64_t max_steps = 1000;         // optimizer steps
   uint64_t seed = 42;
-  bool bf16 = false;                // autocast the forward to bfloat16 where supported
+  bool bf16 = false;                // hold the frozen ViT and LLM in bfloat16 (paper Sec. 3.4)
 
   // output
   std::string output_dir = "runs/blip2";

@@ -1,6 +1,5 @@
 #include "blip2/train/trainer.h"
 
-#include <ATen/autocast_mode.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -144,6 +143,16 @@ Trainer::~Trainer() = default;
 
 void Trainer::setup() {
   config_.optim.total_steps = config_.max_steps;
+  if (config_.bf16) {
+    // Paper Sec. 3.4: the frozen models are held in half precision (bf16
+    // here); the trained bridge stays in float32. Casts happen at the joins.
+    torch::NoGradGuard g;
+    for (auto& p : model_->named_parameters()) {
+      const auto& n = p.key();
+      if (!p.value().requires_grad() && (n.rfind("language_model.", 0) == 0 || n.rfind("vision_model.", 0) == 0))
+        p.value().set_data(p.value().to(torch::kBFloat16));
+    }
+  }
   if (coll_.world_size() > 1) {
     // Every rank starts from rank 0's weights (as torch's DDP does).
     torch::NoGradGuard g;
@@ -316,21 +325,7 @@ StepMetrics Trainer::train_step(BatchSource& data) {
   for (int64_t micro = 0; micro < config_.grad_accum; ++micro) {
     TrainBatch b = data.next();
     samples += static_cast<int64_t>(b.captions.size());
-    std::map<std::string, torch::Tensor> l;
-    if (config_.bf16) {
-      at::autocast::set_cpu_enabled(true);
-      at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
-      try {
-        l = losses(b);
-      } catch (...) {
-        at::autocast::set_cpu_enabled(false);
-        throw;
-      }
-      at::autocast::set_cpu_enabled(false);
-      at::autocast::clear_cache();
-    } else {
-      l = losses(b);
-    }
+    std::map<std::string, torch::Tensor> l = losses(b);
     if (config_.stage == 2 && l.count("loss_lm") && std::isnan(l["loss_lm"].item<double>()))
       throw InputError("[trainer] step " + std::to_string(step_) +
                        ": a batch has no target tokens (every text truncated to its prompt?); raise "

@@ -124,7 +124,8 @@ VisionOutput VisionEncoderImpl::forward(const torch::Tensor& pixel_values, bool 
     h = layer->as<VisionLayerImpl>()->forward(h);
     if (output_hidden_states) out.hidden_states.push_back(h);
   }
-  out.last_hidden_state = post_layernorm->forward(h);
+  // post_layernorm (ln_vision) may be kept in float32 while the tower is bf16.
+  out.last_hidden_state = post_layernorm->forward(h.to(post_layernorm->weight.scalar_type()));
   // HF applies post_layernorm a second time to the CLS row for the pooler.
   out.pooler_output = post_layernorm->forward(out.last_hidden_state.select(1, 0));
   return out;

@@ -395,6 +395,38 @@ TEST_F(TrainLoopTest, CheckpointIsLoadableAsAnHfModelAndLatestPointsToIt) {
     EXPECT_EQ(e.path().filename().string().rfind(".tmp", 0), std::string::npos) << e.path();
 }
 
+TEST_F(TrainLoopTest, Bf16FrozenPartsTrainWithFiniteFallingLoss) {
+  cfg_.max_steps = 12;
+  cfg_.bf16 = true;
+  Trainer t(cfg_);
+  auto src = source();
+  std::vector<double> losses;
+  t.on_step = [&](const StepMetrics& m) { losses.push_back(m.loss); };
+  t.fit(src);
+  ASSERT_EQ(losses.size(), 12u);
+  for (double l : losses) EXPECT_TRUE(std::isfinite(l));
+  EXPECT_LT(losses.back(), losses.front());
+  // The frozen tower is bf16, the trained bridge float32.
+  EXPECT_EQ(t.model()->query_tokens.scalar_type(), torch::kFloat);
+  EXPECT_EQ(t.model()->vision_model->post_layernorm->weight.scalar_type(), torch::kFloat);
+  EXPECT_EQ(t.model()->vision_model->embeddings->patch_embedding->weight.scalar_type(), torch::kBFloat16);
+}
+
+TEST_F(TrainLoopTest, ResumingACheckpointOfAnotherModelIsAnError) {
+  cfg_.max_steps = 1;
+  {
+    Trainer t(cfg_);
+    auto src = source();
+    t.fit(src);
+  }
+  auto c = test::tiny_config("opt");
+  c.qformer.intermediate_size = 32;  // another Q-Former
+  std::ofstream(dir_.file("config.json")) << c.to_json_string();
+  Trainer other(cfg_);
+  auto src = source();
+  EXPECT_THROW_WITH(other.resume(&src), CheckpointError, "written for another model");
+}
+
 TEST_F(TrainLoopTest, ResumingAnIncompleteCheckpointIsAnError) {
   cfg_.max_steps = 1;
   Trainer t(cfg_);

@@ -1,0 +1,57 @@
+// Pretraining the small unimodal language models of the shapes world
+// (issue 5): BLIP-2 needs a frozen LLM, so for the synthetic world we train
+// one from scratch on text alone and save it with the model's own HF names
+// ("model.decoder.*" for OPT; "shared.weight", "encoder.*", "decoder.*",
+// "lm_head.weight" for T5), loadable by the trainer's language_model_init
+// (LoadOptions.prefix = "language_model."). See docs/pretraining.md.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "blip2/config/config.h"
+#include "blip2/lm/language_model.h"
+#include "blip2/train/optim.h"
+
+namespace blip2 {
+
+struct LmPretrainConfig {
+  TextConfig text;            // model_type "opt" or "t5" and its dimensions
+  std::string tokenizer_dir;  // a directory load_tokenizer reads
+  std::vector<std::string> texts;  // the corpus; batches are drawn with replacement
+  int64_t steps = 1000;
+  int64_t batch_size = 16;
+  int64_t max_len = 64;  // tokens per sequence (OPT: also capped by max_position_embeddings)
+  OptimConfig optim;
+  uint64_t seed = 0;
+};
+
+struct LmPretrainResult {
+  std::shared_ptr<LanguageModel> model;  // in eval mode
+  std::vector<double> losses;            // one per step
+};
+
+// Trains make_language_model(config.text) from scratch (init_normal 0.02,
+// T5 norms at 1) with AdamW, warm-up + cosine (optim.h):
+//   OPT: causal LM over the tokenised text (BOS first), pads ignored, the
+//        logits at t predict token t+1 (HF's shift);
+//   T5:  prefix LM: each text is split at a random word; the prefix (+ </s>)
+//        is the encoder input, the suffix + </s> the decoder labels, decoder
+//        inputs = shift_right(labels).
+// Deterministic for a seed. on_step(step, loss) is called after every step
+// (step counts from 1). ConfigError for an empty corpus or steps/batch < 1.
+LmPretrainResult pretrain_language_model(const LmPretrainConfig& config,
+                                         std::function<void(int64_t step, double loss)> on_step = {});
+
+// Writes dir/model.safetensors (created if needed) with the model's own
+// parameter names (no prefix) and, when tokenizer_dir is given, copies the
+// regular files found there (the tokenizer) into dir.
+void save_language_model(const LanguageModel& model, const std::string& dir,
+                         const std::string& tokenizer_dir = "");
+
+}  // namespace blip2
