@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -27,6 +28,8 @@
 #include "blip2/io/safetensors.h"
 #include "blip2/train/data_source.h"
 #include "blip2/train/distributed.h"
+#include "blip2/train/lm_pretrain.h"
+#include "blip2/train/vit_pretrain.h"
 #include "blip2/train/trainer.h"
 #include "blip2/util/progress.h"
 
@@ -447,6 +450,30 @@ int main(int argc, char** argv) {
   shapes_gen->add_option("--seed", shapes_seed, "random seed")->capture_default_str();
   shapes_gen->add_option("--size", shapes_size, "image side in pixels")->capture_default_str();
 
+  // blip2 pretrain lm|vit: the frozen unimodal models of the shapes world.
+  std::string pre_cfg, pre_tok, pre_corpus, pre_data, pre_out_path;
+  int64_t pre_steps = 1000, pre_batch = 16, pre_len = 64;
+  double pre_lr = 1e-3;
+  uint64_t pre_seed = 0;
+  auto* pretrain = app.add_subcommand("pretrain", "pretrain a small LLM on text or a ViT on shapes scenes");
+  pretrain->require_subcommand(1);
+  auto* pre_lm = pretrain->add_subcommand("lm", "text-only OPT / T5 language model (causal LM / prefix LM)");
+  auto* pre_vit = pretrain->add_subcommand("vit", "ViT on shapes-scene attributes (scenes.json)");
+  for (auto* sub : {pre_lm, pre_vit}) {
+    sub->add_option("--config", pre_cfg, "BLIP-2 config.json whose text_config / vision_config gives the dimensions")
+        ->required();
+    sub->add_option("--steps", pre_steps, "optimizer steps")->capture_default_str();
+    sub->add_option("--batch-size", pre_batch, "batch size")->capture_default_str();
+    sub->add_option("--lr", pre_lr, "peak learning rate (warm-up 5%, cosine to 10%)")->capture_default_str();
+    sub->add_option("--seed", pre_seed, "random seed")->capture_default_str();
+  }
+  pre_lm->add_option("--tokenizer", pre_tok, "tokenizer directory of the LM")->required();
+  pre_lm->add_option("--corpus", pre_corpus, "text file, one training text per line")->required();
+  pre_lm->add_option("--max-len", pre_len, "tokens per text")->capture_default_str();
+  pre_lm->add_option("--out", pre_out_path, "output directory (model.safetensors + tokenizer files)")->required();
+  pre_vit->add_option("--data", pre_data, "a `blip2 shapes generate` directory")->required();
+  pre_vit->add_option("--out", pre_out_path, "output .safetensors (vision_model.* weights)")->required();
+
   int nproc = 1, port = 0;
   std::vector<std::string> launch_args;
   auto* launch = app.add_subcommand("launch", "run a blip2 subcommand in N processes (torchrun-style, loopback Gloo)");
@@ -517,6 +544,50 @@ int main(int argc, char** argv) {
           for (auto it = metrics.begin(); it != metrics.end(); ++it)
             if (it.value().is_number()) std::cout << it.key() << ": " << it.value().dump() << "\n";
         }
+      }
+      return 0;
+    }
+    if (*pretrain) {
+      auto cfg = blip2::Blip2Config::from_file(pre_cfg);
+      blip2::OptimConfig o;
+      o.lr = pre_lr;
+      o.min_lr = pre_lr / 10;
+      o.warmup_lr = pre_lr / 100;
+      o.warmup_steps = std::max<int64_t>(1, pre_steps / 20);
+      o.total_steps = pre_steps;
+      o.grad_clip = 1.0;
+      const auto t0 = std::chrono::steady_clock::now();
+      const bool tty = ::isatty(2);
+      auto show = [&](int64_t step, double loss) {
+        const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (tty || step == pre_steps || step % 100 == 0)
+          std::fprintf(stderr, "%sstep %s loss %.4f%s", tty ? "\r" : "",
+                       blip2::progress_bar(step, pre_steps, el).c_str(), loss, tty ? "" : "\n");
+      };
+      if (*pre_lm) {
+        blip2::LmPretrainConfig c;
+        c.text = cfg.text;
+        c.tokenizer_dir = pre_tok;
+        std::ifstream in(pre_corpus);
+        if (!in) throw blip2::InputError("corpus file '" + pre_corpus + "' cannot be read");
+        for (std::string line; std::getline(in, line);)
+          if (!line.empty()) c.texts.push_back(line);
+        c.steps = pre_steps;
+        c.batch_size = pre_batch;
+        c.max_len = pre_len;
+        c.optim = o;
+        c.seed = pre_seed;
+        auto r = blip2::pretrain_language_model(c, show);
+        blip2::save_language_model(*r.model, pre_out_path, pre_tok);
+        if (tty) std::fprintf(stderr, "\n");
+        std::printf("pretrained %s LM for %lld steps: loss %.4f -> %.4f; wrote %s\n", cfg.text.model_type.c_str(),
+                    static_cast<long long>(pre_steps), r.losses.front(), r.losses.back(), pre_out_path.c_str());
+      } else {
+        auto r = blip2::pretrain_vision(cfg.vision, pre_data, pre_steps, pre_batch, o, pre_seed, show);
+        blip2::save_vision_encoder(*r.model, pre_out_path);
+        if (tty) std::fprintf(stderr, "\n");
+        std::printf("pretrained ViT for %lld steps: loss %.4f -> %.4f; wrote %s\n", static_cast<long long>(pre_steps),
+                    r.losses.front(), r.losses.back(), pre_out_path.c_str());
       }
       return 0;
     }

@@ -282,6 +282,46 @@ TEST_F(TrainCliTest, Stage2OptTrainsThroughTheFrozenLlmAndCaptions) { stage2_tra
 
 TEST_F(TrainCliTest, Stage2T5PrefixLmTrainsAndCaptions) { stage2_trains_and_captions(this, dir_, "t5"); }
 
+TEST_F(TrainCliTest, PretrainCommandsMakeTheFrozenUnimodalModels) {
+  // A text-only OPT on the captions.
+  auto c = test::tiny_config("opt");
+  c.text.opt.vocab_size = 100;
+  c.text.opt.max_position_embeddings = 128;
+  c.vision.image_size = 32;
+  c.vision.patch_size = 8;
+  std::ofstream(dir_.file("lm_config.json")) << c.to_json_string();
+  std::filesystem::create_directories(dir_.file("lmtok"));
+  test::write_opt_tokenizer(dir_.file("lmtok"));
+  {
+    std::ofstream corpus(dir_.file("corpus.txt"));
+    for (const auto& [color, rgb] : kColors)
+      for (const auto& shape : kShapes) corpus << "a " << color << " " << shape << "\n";
+  }
+  auto r = run_cli("pretrain lm --config " + q(dir_.file("lm_config.json")) + " --tokenizer " + q(dir_.file("lmtok")) +
+                   " --corpus " + q(dir_.file("corpus.txt")) + " --steps 40 --batch-size 8 --lr 0.01 --out " +
+                   q(dir_.file("lm")));
+  ASSERT_EQ(r.code, 0) << r.err;
+  double first = 0, last = 0;
+  ASSERT_EQ(std::sscanf(r.out.c_str() + r.out.find("loss ") + 5, "%lf -> %lf", &first, &last), 2) << r.out;
+  EXPECT_LT(last, first * 0.6) << r.out;
+  auto lm = io::load_safetensors(dir_.file("lm/model.safetensors"));
+  EXPECT_TRUE(lm.count("model.decoder.embed_tokens.weight"));
+  EXPECT_TRUE(std::filesystem::exists(dir_.file("lm/vocab.json")));
+  // A ViT on shapes scenes.
+  ASSERT_EQ(run_cli("shapes generate --out " + q(dir_.file("shapes")) + " --count 24 --seed 1 --size 32").code, 0);
+  auto v = run_cli("pretrain vit --config " + q(dir_.file("lm_config.json")) + " --data " + q(dir_.file("shapes")) +
+                   " --steps 10 --batch-size 8 --lr 0.003 --out " + q(dir_.file("vit.safetensors")));
+  ASSERT_EQ(v.code, 0) << v.err;
+  auto vit = io::load_safetensors(dir_.file("vit.safetensors"));
+  EXPECT_TRUE(vit.count("vision_model.embeddings.patch_embedding.weight"));
+  for (const auto& [n, t] : vit) EXPECT_EQ(n.rfind("vision_model.", 0), 0u) << n;
+  // Bad input: a missing corpus is one clear line.
+  auto bad = run_cli("pretrain lm --config " + q(dir_.file("lm_config.json")) + " --tokenizer " + q(dir_.file("lmtok")) +
+                     " --corpus /nonexistent/c.txt --out " + q(dir_.file("x")));
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.err.find("/nonexistent/c.txt"), std::string::npos) << bad.err;
+}
+
 TEST_F(TrainCliTest, ARankThatFailsStopsTheLaunch) {
   std::ofstream(dir_.file("broken.yaml")) << "stage: 1\nmodel:\n  config: missing.json\n";
   auto r = run_cli("launch --nproc 2 -- train --config " + q(dir_.file("broken.yaml")));
