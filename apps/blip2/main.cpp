@@ -21,6 +21,7 @@
 #include "blip2/config/config.h"
 #include "blip2/data/image_processor.h"
 #include "blip2/data/tokenizer.h"
+#include "blip2/data/tokenizer_train.h"
 #include "blip2/data/shapes.h"
 #include "blip2/eval/evaluate.h"
 #include "blip2/eval/verify.h"
@@ -474,6 +475,17 @@ int main(int argc, char** argv) {
   pre_vit->add_option("--data", pre_data, "a `blip2 shapes generate` directory")->required();
   pre_vit->add_option("--out", pre_out_path, "output .safetensors (vision_model.* weights)")->required();
 
+  // blip2 tokenizer train
+  std::string tt_corpus, tt_out;
+  blip2::TokenizerTrainOptions tt;
+  auto* tokenizer_cmd = app.add_subcommand("tokenizer", "train a small tokenizer from a corpus");
+  tokenizer_cmd->require_subcommand(1);
+  auto* tok_train = tokenizer_cmd->add_subcommand("train", "wordpiece (Q-Former), bpe (OPT) or sentencepiece (T5)");
+  tok_train->add_option("--kind", tt.kind, "wordpiece, bpe or sentencepiece")->required();
+  tok_train->add_option("--corpus", tt_corpus, "text file, one text per line")->required();
+  tok_train->add_option("--vocab-size", tt.vocab_size, "target vocabulary size (bpe, sentencepiece)");
+  tok_train->add_option("--out", tt_out, "output directory")->required();
+
   int nproc = 1, port = 0;
   std::vector<std::string> launch_args;
   auto* launch = app.add_subcommand("launch", "run a blip2 subcommand in N processes (torchrun-style, loopback Gloo)");
@@ -589,6 +601,16 @@ int main(int argc, char** argv) {
         std::printf("pretrained ViT for %lld steps: loss %.4f -> %.4f; wrote %s\n", static_cast<long long>(pre_steps),
                     r.losses.front(), r.losses.back(), pre_out_path.c_str());
       }
+      return 0;
+    }
+    if (*tok_train) {
+      std::ifstream in(tt_corpus);
+      if (!in) throw blip2::InputError("corpus file '" + tt_corpus + "' cannot be read");
+      std::vector<std::string> texts;
+      for (std::string line; std::getline(in, line);) texts.push_back(line);
+      auto r = blip2::train_tokenizer(texts, tt_out, tt);
+      std::printf("wrote a %s tokenizer of %lld tokens to %s\n", tt.kind.c_str(), static_cast<long long>(r.vocab_size),
+                  tt_out.c_str());
       return 0;
     }
     if (*shapes_gen) {

@@ -1,0 +1,30 @@
+// Training small tokenizers from a corpus, in the formats the checkpoints of
+// BLIP-2 ship, for data worlds of our own (the shapes world):
+//   wordpiece: BERT vocab.txt (+ [DEC]) for the Q-Former's text side;
+//   bpe: GPT-2 byte-level BPE vocab.json + merges.txt in OPT's conventions;
+//   sentencepiece: spiece.model (unigram) in T5's conventions.
+// Each writes a directory load_tokenizer() reads.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace blip2 {
+
+struct TokenizerTrainOptions {
+  std::string kind;        // "wordpiece" | "bpe" | "sentencepiece"
+  int64_t vocab_size = 0;  // bpe / sentencepiece: target size (bpe: upper bound); wordpiece: ignored
+};
+
+struct TokenizerTrainReport {
+  int64_t vocab_size = 0;
+  int64_t merges = 0;  // bpe
+};
+
+// `texts`: the corpus, one text per entry. Throws InputError / ConfigError
+// naming the problem (empty corpus, unknown kind, unwritable directory).
+TokenizerTrainReport train_tokenizer(const std::vector<std::string>& texts, const std::string& out_dir,
+                                     const TokenizerTrainOptions& options);
+
+}  // namespace blip2
