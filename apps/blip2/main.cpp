@@ -450,6 +450,11 @@ int main(int argc, char** argv) {
   shapes_gen->add_option("--count", shapes_count, "number of images")->capture_default_str();
   shapes_gen->add_option("--seed", shapes_seed, "random seed")->capture_default_str();
   shapes_gen->add_option("--size", shapes_size, "image side in pixels")->capture_default_str();
+  std::string corpus_data, corpus_out;
+  auto* shapes_corpus = shapes->add_subcommand(
+      "corpus", "text-only LM corpus from a split: captions, and captions followed by VQA-format questions");
+  shapes_corpus->add_option("--data", corpus_data, "a `shapes generate` directory")->required();
+  shapes_corpus->add_option("--out", corpus_out, "output text file, one text per line")->required();
 
   // blip2 pretrain lm|vit: the frozen unimodal models of the shapes world.
   std::string pre_cfg, pre_tok, pre_corpus, pre_data, pre_out_path;
@@ -601,6 +606,35 @@ int main(int argc, char** argv) {
         std::printf("pretrained ViT for %lld steps: loss %.4f -> %.4f; wrote %s\n", static_cast<long long>(pre_steps),
                     r.losses.front(), r.losses.back(), pre_out_path.c_str());
       }
+      return 0;
+    }
+    if (*shapes_corpus) {
+      // Captions alone, and "caption. Question: q Answer: a" (the VQA prompt
+      // format) so the LM learns to answer from a scene description.
+      auto read = [&](const std::string& f) {
+        std::ifstream in((fs::path(corpus_data) / f).string());
+        if (!in) throw blip2::InputError("'" + (fs::path(corpus_data) / f).string() + "' cannot be read; run blip2 shapes generate first");
+        return json::parse(in);
+      };
+      auto caps = read("captions.json");
+      auto qs = read("questions.json");
+      std::map<std::string, std::string> caption_of;
+      std::ofstream out(corpus_out);
+      if (!out) throw blip2::InputError("cannot write '" + corpus_out + "'");
+      size_t n = 0;
+      for (const auto& c : caps) {
+        const std::string first = c.at("caption").at(0).get<std::string>();
+        caption_of[c.at("image").get<std::string>()] = first;
+        for (const auto& t : c.at("caption")) out << t.get<std::string>() << "\n", ++n;
+      }
+      for (const auto& q : qs) {
+        auto it = caption_of.find(q.at("image").get<std::string>());
+        if (it == caption_of.end()) continue;
+        out << it->second << ". Question: " << q.at("question").get<std::string>()
+            << " Answer: " << q.at("answer").at(0).get<std::string>() << "\n";
+        ++n;
+      }
+      std::printf("wrote %zu texts to %s\n", n, corpus_out.c_str());
       return 0;
     }
     if (*tok_train) {
