@@ -587,8 +587,10 @@ int main(int argc, char** argv) {
         c.tokenizer_dir = pre_tok;
         std::ifstream in(pre_corpus);
         if (!in) throw blip2::InputError("corpus file '" + pre_corpus + "' cannot be read");
+        // OPT texts end with "\n" (LAVIS's end of text), so the LM learns to stop.
+        const bool newline_end = cfg.text.model_type == "opt";
         for (std::string line; std::getline(in, line);)
-          if (!line.empty()) c.texts.push_back(line);
+          if (!line.empty()) c.texts.push_back(newline_end ? line + "\n" : line);
         c.steps = pre_steps;
         c.batch_size = pre_batch;
         c.max_len = pre_len;

@@ -83,7 +83,11 @@ TokenizerTrainReport train_bpe(const std::vector<std::string>& texts, const fs::
   std::string ascii;
   for (int c = 32; c < 127; ++c) ascii.push_back(static_cast<char>(c));
   add_text(ascii, 0);  // every printable ASCII byte is encodable
-  std::vector<std::string> vocab = {"<s>", "<pad>", "</s>", "<unk>"};
+  // The newline's byte symbol sits at id 4 so configs can name it as the end
+  // of text (LAVIS ends OPT text with "\n"; HF's blip2-opt uses it as EOS).
+  const std::string newline = bytes.tokenize("a\n").back();
+  symbols.erase(newline);
+  std::vector<std::string> vocab = {"<s>", "<pad>", "</s>", "<unk>", newline};
   for (const auto& s : symbols) vocab.push_back(s);
   std::vector<std::pair<std::string, std::string>> merges;
   while (static_cast<int64_t>(vocab.size()) < vocab_size) {

@@ -1,7 +1,8 @@
 // Training small tokenizers from a corpus, in the formats the checkpoints of
 // BLIP-2 ship, for data worlds of our own (the shapes world):
 //   wordpiece: BERT vocab.txt (+ [DEC]) for the Q-Former's text side;
-//   bpe: GPT-2 byte-level BPE vocab.json + merges.txt in OPT's conventions;
+//   bpe: GPT-2 byte-level BPE vocab.json + merges.txt in OPT's conventions
+//        (<s> 0, <pad> 1, </s> 2, <unk> 3, the newline symbol 4);
 //   sentencepiece: spiece.model (unigram) in T5's conventions.
 // Each writes a directory load_tokenizer() reads.
 #pragma once

@@ -31,6 +31,8 @@ TEST(TokenizerTrainTest, BpeLearnsWholeWordsAndRoundTrips) {
   auto ids = tok->encode("a small red circle", false);
   EXPECT_LE(ids.size(), 5u);
   for (const auto& t : corpus()) EXPECT_EQ(tok->decode(tok->encode(t, false)), t) << t;
+  // The newline is id 4 (usable as OPT's end of text).
+  EXPECT_EQ(tok->encode("a\n", false).back(), 4);
   // OPT conventions: BOS "</s>" (id 2) first with special tokens.
   EXPECT_EQ(tok->encode("a red star", true).front(), 2);
   // Text outside the corpus is still encodable (byte-level).
