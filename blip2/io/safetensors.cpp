@@ -11,6 +11,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "blip2/io/mapped_file.h"
 #include "blip2/util/error.h"
 
 namespace blip2::io {
@@ -84,36 +85,21 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
   f->self_ = f;
   const std::string where = "safetensors file '" + path + "'";
 
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    throw CheckpointError("cannot open " + where + ": " + std::strerror(errno) +
-                          "; check the path and that the file is readable");
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw CheckpointError(where + " is not a regular file");
-  }
-  f->size_ = static_cast<uint64_t>(st.st_size);
-  if (f->size_ < 8) {
-    ::close(fd);
-    throw CheckpointError(where + " is truncated: " + std::to_string(f->size_) +
+  f->file_ = MappedFile::open(path, where);
+  if (f->file_->size < 8)
+    throw CheckpointError(where + " is truncated: " + std::to_string(f->file_->size) +
                           " bytes, a safetensors file has at least an 8-byte header length");
-  }
-  void* m = ::mmap(nullptr, f->size_, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  if (m == MAP_FAILED)
-    throw CheckpointError("cannot memory-map " + where + ": " + std::strerror(errno));
-  f->map_ = m;
-  const auto* bytes = static_cast<const uint8_t*>(m);
+  const uint64_t file_size = f->file_->size;
+  const auto* bytes = f->file_->data;
 
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | bytes[i];
-  if (n > f->size_ - 8)
+  if (n > file_size - 8)
     throw CheckpointError(where + " is truncated or not a safetensors file: header length " +
                           std::to_string(n) + " but the file has only " +
-                          std::to_string(f->size_ - 8) + " bytes after it");
+                          std::to_string(file_size - 8) + " bytes after it");
   f->data_start_ = 8 + n;
-  const uint64_t data_size = f->size_ - f->data_start_;
+  const uint64_t data_size = file_size - f->data_start_;
 
   json header;
   try {
@@ -196,9 +182,9 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
   return f;
 }
 
-SafetensorsFile::~SafetensorsFile() {
-  if (map_) ::munmap(map_, size_);
-}
+SafetensorsFile::~SafetensorsFile() = default;
+
+uint64_t SafetensorsFile::file_size() const { return file_->size; }
 
 const TensorInfo& SafetensorsFile::info(const std::string& name) const {
   auto it = tensors_.find(name);
@@ -209,14 +195,14 @@ const TensorInfo& SafetensorsFile::info(const std::string& name) const {
 
 bool SafetensorsFile::zero_copy(const std::string& name) const {
   const auto& i = info(name);
-  auto addr = reinterpret_cast<uintptr_t>(map_) + data_start_ + i.begin;
-  return addr % dtype_size(i.dtype) == 0;
+  auto addr = reinterpret_cast<uintptr_t>(file_->data) + data_start_ + i.begin;
+  return !file_->read_only && addr % dtype_size(i.dtype) == 0;
 }
 
 at::Tensor SafetensorsFile::tensor(const std::string& name) const {
   const auto& i = info(name);
   auto opts = at::TensorOptions().dtype(to_scalar_type(i.dtype));
-  uint8_t* ptr = static_cast<uint8_t*>(map_) + data_start_ + i.begin;
+  uint8_t* ptr = file_->data + data_start_ + i.begin;
   if (i.numel() == 0) return at::empty(i.shape, opts);
   if (!zero_copy(name)) {
     auto t = at::empty(i.shape, opts);

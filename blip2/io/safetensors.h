@@ -34,6 +34,8 @@ struct TensorInfo {
   int64_t numel() const;
 };
 
+struct MappedFile;
+
 class SafetensorsFile {
  public:
   // Maps `path` and validates its header. Throws CheckpointError.
@@ -55,13 +57,12 @@ class SafetensorsFile {
   // True when tensor(name) will share the mapping rather than copy.
   bool zero_copy(const std::string& name) const;
 
-  uint64_t file_size() const { return size_; }
+  uint64_t file_size() const;
 
  private:
   SafetensorsFile() = default;
   std::string path_;
-  void* map_ = nullptr;
-  uint64_t size_ = 0;
+  std::shared_ptr<MappedFile> file_;  // the whole file, copy-on-write
   uint64_t data_start_ = 0;
   std::map<std::string, TensorInfo> tensors_;
   std::map<std::string, std::string> metadata_;

@@ -4,6 +4,8 @@
 // aligned entries like torch's), and the little helpers they share.
 #pragma once
 
+#include "blip2/io/mapped_file.h"
+
 #include <ATen/ATen.h>
 
 #include <fcntl.h>
@@ -88,43 +90,10 @@ inline uint32_t crc32_update(uint32_t crc, const uint8_t* p, uint64_t n) {
 
 // ---------------------------------------------------------------- the file, mapped copy-on-write
 
-struct Mapping {
-  uint8_t* data = nullptr;
-  uint64_t size = 0;
-  bool read_only = false;  // tensors must then be copies
-  ~Mapping() {
-    if (data) ::munmap(data, size);
-  }
-};
+using Mapping = MappedFile;
 
 inline std::shared_ptr<Mapping> map_file(const std::string& path) {
-  const std::string where = "PyTorch checkpoint '" + path + "'";
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    throw CheckpointError("cannot open " + where + ": " + std::strerror(errno) +
-                          "; check the path and that the file is readable");
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw CheckpointError(where + " is not a regular file");
-  }
-  auto m = std::make_shared<Mapping>();
-  m->size = static_cast<uint64_t>(st.st_size);
-  if (m->size == 0) {
-    ::close(fd);
-    throw CheckpointError(where + " is empty (0 bytes): truncated download or failed save?");
-  }
-  void* p = ::mmap(nullptr, m->size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-  if (p == MAP_FAILED && errno == ENOMEM) {
-    // A writable private mapping counts against the commit limit; a file
-    // larger than RAM + swap can still be mapped read-only (and copied out).
-    p = ::mmap(nullptr, m->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    m->read_only = true;
-  }
-  ::close(fd);
-  if (p == MAP_FAILED) throw CheckpointError("cannot memory-map " + where + ": " + std::strerror(errno));
-  m->data = static_cast<uint8_t*>(p);
-  return m;
+  return MappedFile::open(path, "PyTorch checkpoint '" + path + "'");
 }
 
 // ---------------------------------------------------------------- zip reader
