@@ -124,19 +124,8 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_files(const std::string& vocab_
   // file with universal newlines and splits each line on whitespace).
   const std::string raw = text::read_file(merges_txt, "BPE merges (merges.txt)");
   std::vector<std::pair<std::string, std::string>> merges;
-  size_t pos = 0;
   int64_t line_no = 0;
-  while (pos < raw.size()) {
-    size_t end = raw.find_first_of("\r\n", pos);
-    std::string line;
-    if (end == std::string::npos) {
-      line = raw.substr(pos);
-      pos = raw.size();
-    } else {
-      line = raw.substr(pos, end - pos);
-      pos = end + 1;
-      if (raw[end] == '\r' && pos < raw.size() && raw[pos] == '\n') ++pos;
-    }
+  for (auto& line : text::split_lines(raw)) {
     ++line_no;
     if (line_no == 1 && line.rfind("#", 0) == 0) continue;  // "#version: 0.2"
     try {

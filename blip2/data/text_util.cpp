@@ -233,6 +233,25 @@ int64_t line_of_offset(const std::string& s, size_t offset) {
   return 1 + std::count(s.begin(), s.begin() + static_cast<std::ptrdiff_t>(offset), '\n');
 }
 
+std::vector<std::string> split_lines(const std::string& raw) {
+  std::vector<std::string> lines;
+  size_t pos = 0;
+  while (pos < raw.size()) {
+    size_t end = raw.find_first_of("\r\n", pos);
+    std::string line;
+    if (end == std::string::npos) {
+      line = raw.substr(pos);
+      pos = raw.size();
+    } else {
+      line = raw.substr(pos, end - pos);
+      pos = end + 1;
+      if (raw[end] == '\r' && pos < raw.size() && raw[pos] == '\n') ++pos;
+    }
+    lines.push_back(std::move(line));
+  }
+  return lines;
+}
+
 }  // namespace text
 
 }  // namespace blip2

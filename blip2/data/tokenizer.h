@@ -205,6 +205,9 @@ std::unique_ptr<Tokenizer> load_tokenizer_json(const std::string& tokenizer_json
 
 // Text helpers shared by the tokenizers (Python str semantics on UTF-8).
 namespace text {
+// Lines of a file's text with Python's universal newlines ("\n", "\r\n", "\r");
+// no empty last line for a trailing newline.
+std::vector<std::string> split_lines(const std::string& raw);
 // Throws InputError naming the byte offset of the first invalid UTF-8 sequence
 // (overlong forms, surrogates and code points above U+10FFFF are invalid).
 void validate_utf8(const std::string& s, const std::string& what);

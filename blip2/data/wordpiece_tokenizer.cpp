@@ -120,19 +120,8 @@ std::unique_ptr<WordPieceTokenizer> WordPieceTokenizer::from_file(const std::str
   const std::string raw = text::read_file(vocab_txt, "WordPiece vocabulary (vocab.txt)");
   // HF load_vocab: universal newlines, one token per line, id = line index.
   std::vector<std::pair<std::string, int64_t>> vocab;
-  size_t pos = 0;
   int64_t index = 0;
-  while (pos < raw.size()) {
-    size_t end = raw.find_first_of("\r\n", pos);
-    std::string line;
-    if (end == std::string::npos) {
-      line = raw.substr(pos);
-      pos = raw.size();
-    } else {
-      line = raw.substr(pos, end - pos);
-      pos = end + 1;
-      if (raw[end] == '\r' && pos < raw.size() && raw[pos] == '\n') ++pos;
-    }
+  for (auto& line : text::split_lines(raw)) {
     try {
       text::validate_utf8(line, "line " + std::to_string(index + 1));
     } catch (const InputError& e) {
