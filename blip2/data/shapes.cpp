@@ -516,6 +516,24 @@ void write_png(const std::string& path, const Image& image) {
   }
 }
 
+std::vector<std::string> corpus_lines(int count, uint64_t seed, const std::string& vqa_template) {
+  if (count < 0) throw ConfigError("[shapes] corpus count must be >= 0, got " + std::to_string(count));
+  const size_t at = vqa_template.find("{}");
+  if (at == std::string::npos)
+    throw ConfigError("[shapes] the VQA template '" + vqa_template + "' has no {} where the question goes");
+  std::vector<std::string> lines;
+  for (int i = 0; i < count; ++i) {
+    std::mt19937_64 rng = scene_rng(seed, Split::kTrain, i);
+    const Scene scene = sample_scene(rng, 224, Split::kTrain);
+    const auto captions = scene_captions(scene);
+    for (const auto& c : captions) lines.push_back(c + "\t\t" + c);
+    for (const auto& q : scene_questions(scene, rng, Split::kTrain))
+      lines.push_back(captions.front() + "\t" + vqa_template.substr(0, at) + q.question +
+                      vqa_template.substr(at + 2) + "\t" + q.answer);
+  }
+  return lines;
+}
+
 void generate_split(const std::string& out_dir, Split split, int count, uint64_t seed, int image_size) {
   check_image_size(image_size);
   if (count < 0) throw ConfigError("[shapes] count must be >= 0, got " + std::to_string(count));

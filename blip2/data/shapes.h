@@ -136,6 +136,15 @@ std::mt19937_64 scene_rng(uint64_t seed, Split split, int64_t index);
 void generate_split(const std::string& out_dir, Split split, int count, uint64_t seed,
                     int image_size = 224);
 
+// The text-only corpus of the language-model pretraining (docs/pretraining.md):
+// `count` train-split scenes drawn with scene_rng(seed, kTrain, i) and never
+// rendered, as corpus lines "context<TAB>prompt<TAB>target" (parse_lm_text):
+//   each caption c:  "c<TAB><TAB>c"           read a description, say it
+//   each question:   "<canonical caption><TAB><vqa_template with the question><TAB><answer>"
+// The context slot is where BLIP-2 puts the visual prompt. ConfigError for
+// count < 0 or a template without "{}".
+std::vector<std::string> corpus_lines(int count, uint64_t seed, const std::string& vqa_template);
+
 // Writes an RGB image as an 8-bit PNG (libpng); InputError naming the path
 // when it cannot be written.
 void write_png(const std::string& path, const Image& image);

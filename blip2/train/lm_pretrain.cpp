@@ -4,6 +4,7 @@
 #include <random>
 #include <sstream>
 
+#include "blip2/data/text_batch.h"
 #include "blip2/data/tokenizer.h"
 #include "blip2/io/safetensors.h"
 #include "blip2/nn/layers.h"
@@ -36,6 +37,19 @@ std::string join(const std::vector<std::string>& w, size_t from, size_t to) {
 
 }  // namespace
 
+LmText parse_lm_text(const std::string& line, const std::string& where) {
+  std::vector<std::string> f;
+  size_t from = 0;
+  for (size_t tab; (tab = line.find('\t', from)) != std::string::npos; from = tab + 1) f.push_back(line.substr(from, tab - from));
+  f.push_back(line.substr(from));
+  if (f.size() != 1 && f.size() != 3)
+    throw InputError(where + ": a corpus line is a text, or context<TAB>prompt<TAB>target; this one has " +
+                     std::to_string(f.size() - 1) + " tabs");
+  LmText t = f.size() == 1 ? LmText{"", "", f[0]} : LmText{f[0], f[1], f[2]};
+  if (split_words(t.target).empty()) throw InputError(where + ": the target text is empty");
+  return t;
+}
+
 LmPretrainResult pretrain_language_model(const LmPretrainConfig& c,
                                          std::function<void(int64_t, double)> on_step) {
   if (c.texts.empty()) throw ConfigError("[pretrain_language_model] the corpus (texts) is empty");
@@ -64,33 +78,65 @@ LmPretrainResult pretrain_language_model(const LmPretrainConfig& c,
   int64_t max_len = c.max_len;
   if (!t5) max_len = std::min(max_len, c.text.opt.max_position_embeddings);
   const int64_t n = static_cast<int64_t>(c.texts.size());
+  auto ids_of = [&](const std::string& t, bool special) {
+    return t.empty() && !special ? std::vector<int64_t>{} : tok->encode(t, special);
+  };
 
   for (int64_t step = 0; step < c.steps; ++step) {
     set_learning_rate(*opt, learning_rate(c.optim, step));
-    std::vector<std::string> batch;
-    for (int64_t b = 0; b < c.batch_size; ++b) batch.push_back(c.texts[static_cast<size_t>(draw(rng, n))]);
     opt->zero_grad();
     torch::Tensor loss;
     if (!t5) {
-      auto [ids, mask] = tokenize_batch(*tok, batch, max_len, pad);
-      auto labels = ids.masked_fill(mask == 0, -100);
+      // context, BOS, prompt + " " + target + "\n"; BOS and pads are not targets.
+      // The special tokens the tokenizer puts in front of a text (OPT: BOS).
+      const std::vector<int64_t> bos = tok->encode("", true);
+      std::vector<std::vector<int64_t>> rows, targets;
+      for (int64_t b = 0; b < c.batch_size; ++b) {
+        const LmText& t = c.texts[static_cast<size_t>(draw(rng, n))];
+        std::vector<int64_t> row = ids_of(t.context, false);
+        const size_t bos_at = row.size();
+        row.insert(row.end(), bos.begin(), bos.end());
+        for (int64_t id : ids_of((t.prompt.empty() ? "" : t.prompt + " ") + t.target + "\n", false)) row.push_back(id);
+        if (static_cast<int64_t>(row.size()) > max_len) row.resize(static_cast<size_t>(max_len));
+        std::vector<int64_t> target = row;
+        for (size_t i = bos_at; i < std::min(bos_at + bos.size(), target.size()); ++i) target[i] = -100;
+        rows.push_back(std::move(row));
+        targets.push_back(std::move(target));
+      }
+      auto [ids, mask] = pad_batch(rows, pad);
+      auto labels = pad_batch(targets, -100).first;
       auto logits = model.forward(model.embed_tokens(ids), mask, {}, false).logits.to(torch::kFloat);
       const int64_t V = logits.size(2);
       loss = F::cross_entropy(logits.slice(1, 0, logits.size(1) - 1).reshape({-1, V}),
                               labels.slice(1, 1).reshape({-1}), F::CrossEntropyFuncOptions().ignore_index(-100));
     } else {
-      std::vector<std::string> prefixes, suffixes;
-      for (const auto& t : batch) {
-        auto w = split_words(t);
-        const int64_t k = w.size() > 1 ? draw(rng, static_cast<int64_t>(w.size())) : 0;
-        prefixes.push_back(join(w, 0, static_cast<size_t>(k)));
-        suffixes.push_back(join(w, static_cast<size_t>(k), w.size()));
+      std::vector<std::vector<int64_t>> enc, dec;
+      for (int64_t b = 0; b < c.batch_size; ++b) {
+        const LmText& t = c.texts[static_cast<size_t>(draw(rng, n))];
+        std::string prompt = t.prompt, target = t.target;
+        if (prompt.empty()) {  // prefix LM: a random word split of the target
+          auto w = split_words(t.target);
+          const int64_t k = w.size() > 1 ? draw(rng, static_cast<int64_t>(w.size())) : 0;
+          prompt = join(w, 0, static_cast<size_t>(k));
+          target = join(w, static_cast<size_t>(k), w.size());
+        }
+        std::vector<int64_t> e = ids_of(t.context, false);
+        for (int64_t id : ids_of(prompt, true)) e.push_back(id);
+        std::vector<int64_t> d = ids_of(target, true);
+        // Keep the closing </s> when cutting.
+        for (auto* r : {&e, &d})
+          if (static_cast<int64_t>(r->size()) > max_len) {
+            const int64_t last = r->back();
+            r->resize(static_cast<size_t>(max_len));
+            r->back() = last;
+          }
+        enc.push_back(std::move(e));
+        dec.push_back(std::move(d));
       }
-      auto [ids, mask] = tokenize_batch(*tok, prefixes, max_len, pad);
-      auto [tgt, tmask] = tokenize_batch(*tok, suffixes, max_len, pad);
-      auto labels = tgt.masked_fill(tmask == 0, -100);
-      auto dec = shift_right(labels, c.text.t5.decoder_start_token_id, c.text.t5.pad_token_id);
-      auto logits = model.forward(model.embed_tokens(ids), mask, dec, false).logits.to(torch::kFloat);
+      auto [ids, mask] = pad_batch(enc, pad);
+      auto labels = pad_batch(dec, -100).first;
+      auto dec_in = shift_right(labels, c.text.t5.decoder_start_token_id, c.text.t5.pad_token_id);
+      auto logits = model.forward(model.embed_tokens(ids), mask, dec_in, false).logits.to(torch::kFloat);
       loss = F::cross_entropy(logits.reshape({-1, logits.size(2)}), labels.reshape({-1}),
                               F::CrossEntropyFuncOptions().ignore_index(-100));
     }

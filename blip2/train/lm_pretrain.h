@@ -20,10 +20,27 @@
 
 namespace blip2 {
 
+// One training text. `context` stands where the visual prompt will stand in
+// BLIP-2 (before everything else), `prompt` is the text that follows it and
+// `target` what the model learns to produce after the prompt:
+//   OPT: context tokens, BOS, prompt + " " + target + "\n" (the LAVIS end of
+//        text), every token but BOS a target; without a context, BOS first;
+//   T5:  encoder = context tokens + prompt (+ </s>), decoder = target + </s>;
+//        with an empty prompt the target is split at a random word and the
+//        prefix joins the encoder input (BLIP-2's prefix LM).
+// A plain text is {"", "", text}.
+struct LmText {
+  std::string context, prompt, target;
+};
+
+// One corpus line: "text", or "context<TAB>prompt<TAB>target".
+// InputError naming `where` for any other number of tabs or an empty target.
+LmText parse_lm_text(const std::string& line, const std::string& where);
+
 struct LmPretrainConfig {
   TextConfig text;            // model_type "opt" or "t5" and its dimensions
   std::string tokenizer_dir;  // a directory load_tokenizer reads
-  std::vector<std::string> texts;  // the corpus; batches are drawn with replacement
+  std::vector<LmText> texts;  // the corpus; batches are drawn with replacement
   int64_t steps = 1000;
   int64_t batch_size = 16;
   int64_t max_len = 64;  // tokens per sequence (OPT: also capped by max_position_embeddings)
@@ -37,12 +54,11 @@ struct LmPretrainResult {
 };
 
 // Trains make_language_model(config.text) from scratch (init_normal 0.02,
-// T5 norms at 1) with AdamW, warm-up + cosine (optim.h):
-//   OPT: causal LM over the tokenised text (BOS first), pads ignored, the
-//        logits at t predict token t+1 (HF's shift);
-//   T5:  prefix LM: each text is split at a random word; the prefix (+ </s>)
-//        is the encoder input, the suffix + </s> the decoder labels, decoder
-//        inputs = shift_right(labels).
+// T5 norms at 1) with AdamW, warm-up + cosine (optim.h), on the sequences
+// LmText describes:
+//   OPT: causal LM, pads and BOS ignored, the logits at t predict token t+1
+//        (HF's shift); rows longer than max_len are cut at the end;
+//   T5:  decoder inputs = shift_right(labels).
 // Deterministic for a seed. on_step(step, loss) is called after every step
 // (step counts from 1). ConfigError for an empty corpus or steps/batch < 1.
 LmPretrainResult pretrain_language_model(const LmPretrainConfig& config,

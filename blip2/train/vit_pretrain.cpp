@@ -25,71 +25,180 @@ int64_t index_of(const std::vector<std::string>& names, const std::string& v, co
   return it - names.begin();
 }
 
-// The tower plus the attribute heads (not saved).
+// The tower plus the patch and count heads (not saved).
 struct AttributeModelImpl : torch::nn::Module {
   explicit AttributeModelImpl(const VisionConfig& c) {
     vision_model = register_module("vision_model", VisionEncoder(c));
-    attr_head = register_module("attr_head", nn::Linear(c.hidden_size, kShapeAttributeClasses));
+    shape_head = register_module("shape_head", nn::Linear(c.hidden_size, 5));
+    color_head = register_module("color_head", nn::Linear(c.hidden_size, 7));
+    size_head = register_module("size_head", nn::Linear(c.hidden_size, 3));
     count_head = register_module("count_head", nn::Linear(c.hidden_size, 3));
   }
-  std::pair<torch::Tensor, torch::Tensor> forward(const torch::Tensor& pixels) {
-    auto h = vision_model->forward(pixels).last_hidden_state.mean(1);
-    return {attr_head->forward(h), count_head->forward(h)};
+  struct Out {
+    torch::Tensor shape, color, size, count;  // (B, P, classes) x3, (B, 3)
+  };
+  Out forward(const torch::Tensor& pixels) {
+    auto h = vision_model->forward(pixels).last_hidden_state;
+    auto patches = h.slice(1, 1);  // drop CLS
+    return {shape_head->forward(patches), color_head->forward(patches), size_head->forward(patches),
+            count_head->forward(h.mean(1))};
   }
   VisionEncoder vision_model{nullptr};
-  nn::Linear attr_head{nullptr}, count_head{nullptr};
+  nn::Linear shape_head{nullptr}, color_head{nullptr}, size_head{nullptr}, count_head{nullptr};
 };
 TORCH_MODULE(AttributeModel);
 
-}  // namespace
+struct SceneSet {
+  torch::Tensor pixels, shape, color, size, count;
+  std::vector<std::vector<int64_t>> centre_patch;  // per scene, per object
+};
 
-std::pair<torch::Tensor, int64_t> shape_attribute_targets(const nlohmann::json& scene) {
-  auto t = torch::zeros({kShapeAttributeClasses});
-  const auto& objects = scene.at("objects");
-  if (!objects.is_array() || objects.empty() || objects.size() > 3)
-    throw InputError("[pretrain_vision] a scene must hold 1-3 objects");
-  for (const auto& o : objects) {
-    const int64_t s = index_of(shapes::shape_names(), o.at("shape").get<std::string>(), "shape");
-    const int64_t c = index_of(shapes::color_names(), o.at("color").get<std::string>(), "color");
-    const int64_t z = index_of(shapes::size_names(), o.at("size").get<std::string>(), "size");
-    t[(s * 6 + c) * 2 + z] = 1.0;
-  }
-  return {t, static_cast<int64_t>(objects.size()) - 1};
-}
-
-VitPretrainResult pretrain_vision(const VisionConfig& vision, const std::string& data_dir, int64_t steps,
-                                  int64_t batch_size, const OptimConfig& optim, uint64_t seed,
-                                  std::function<void(int64_t, double)> on_step) {
-  if (steps < 1 || batch_size < 1) throw ConfigError("[pretrain_vision] steps and batch_size must be >= 1");
-  optim.validate();
-  const std::string scenes_path = data_dir + "/scenes.json";
-  std::ifstream in(scenes_path);
-  if (!in) throw InputError("[pretrain_vision] cannot read '" + scenes_path + "'");
+nlohmann::json read_scenes(const std::string& data_dir) {
+  const std::string path = data_dir + "/scenes.json";
+  std::ifstream in(path);
+  if (!in) throw InputError("[pretrain_vision] cannot read '" + path + "'; give a `blip2 shapes generate` directory");
   nlohmann::json scenes;
   try {
     in >> scenes;
   } catch (const std::exception& e) {
-    throw InputError("[pretrain_vision] '" + scenes_path + "' is not valid JSON: " + e.what());
+    throw InputError("[pretrain_vision] '" + path + "' is not valid JSON: " + e.what());
   }
-  if (!scenes.is_array() || scenes.empty()) throw InputError("[pretrain_vision] '" + scenes_path + "' lists no scenes");
+  if (!scenes.is_array() || scenes.empty()) throw InputError("[pretrain_vision] '" + path + "' lists no scenes");
+  return scenes;
+}
 
+int64_t grid_of(const VisionConfig& v) { return v.image_size / v.patch_size; }
+
+// The patch holding (x, y) in scene pixels.
+int64_t patch_at(double x, double y, double scene_size, int64_t grid) {
+  auto cell = [&](double v) { return std::clamp<int64_t>(static_cast<int64_t>(v / scene_size * grid), 0, grid - 1); };
+  return cell(y) * grid + cell(x);
+}
+
+SceneSet load_scene_set(const VisionConfig& vision, const std::string& data_dir) {
+  const auto scenes = read_scenes(data_dir);
   ImageProcessorConfig pc;
   pc.height = pc.width = static_cast<int>(vision.image_size);
-  std::vector<torch::Tensor> pixels, attrs;
+  const int64_t grid = grid_of(vision);
+  std::vector<torch::Tensor> pixels, shape, color, size;
   std::vector<int64_t> counts;
+  SceneSet set;
   for (const auto& s : scenes) {
     try {
-      pixels.push_back(preprocess(load_image(data_dir + "/" + s.at("image").get<std::string>()), pc));
-      auto [a, n] = shape_attribute_targets(s);
-      attrs.push_back(a);
-      counts.push_back(n);
+      const Image image = load_image(data_dir + "/" + s.at("image").get<std::string>());
+      pixels.push_back(preprocess(image, pc));
+      auto t = shape_patch_targets(s, image, grid);
+      shape.push_back(t.shape), color.push_back(t.color), size.push_back(t.size), counts.push_back(t.count);
+      const double side = s.at("image_size").get<double>();
+      std::vector<int64_t> centres;
+      for (const auto& o : s.at("objects"))
+        centres.push_back(patch_at(o.at("cx").get<double>(), o.at("cy").get<double>(), side, grid));
+      set.centre_patch.push_back(std::move(centres));
     } catch (const nlohmann::json::exception& e) {
-      throw InputError("[pretrain_vision] '" + scenes_path + "': " + e.what());
+      throw InputError("[pretrain_vision] '" + data_dir + "/scenes.json': " + e.what());
     }
   }
-  const auto all_pixels = torch::stack(pixels), all_attrs = torch::stack(attrs);
-  const auto all_counts = torch::tensor(counts, torch::kLong);
-  const int64_t n = all_pixels.size(0);
+  set.pixels = torch::stack(pixels), set.shape = torch::stack(shape), set.color = torch::stack(color);
+  set.size = torch::stack(size), set.count = torch::tensor(counts, torch::kLong);
+  return set;
+}
+
+VitProbeAccuracy probe(AttributeModel& model, const SceneSet& set, const std::string& dir) {
+  torch::NoGradGuard g;
+  VitProbeAccuracy acc;
+  acc.data_dir = dir;
+  const int64_t n = set.pixels.size(0);
+  int64_t right_shape = 0, right_color = 0, right_size = 0, right_all = 0, right_count = 0;
+  for (int64_t from = 0; from < n; from += 64) {
+    const int64_t to = std::min(n, from + 64);
+    auto o = model->forward(set.pixels.slice(0, from, to));
+    auto ps = o.shape.argmax(2), pc = o.color.argmax(2), pz = o.size.argmax(2);
+    right_count += o.count.argmax(1).eq(set.count.slice(0, from, to)).sum().item<int64_t>();
+    for (int64_t i = from; i < to; ++i)
+      for (int64_t p : set.centre_patch[static_cast<size_t>(i)]) {
+        const bool s = ps[i - from][p].item<int64_t>() == set.shape[i][p].item<int64_t>();
+        const bool c = pc[i - from][p].item<int64_t>() == set.color[i][p].item<int64_t>();
+        const bool z = pz[i - from][p].item<int64_t>() == set.size[i][p].item<int64_t>();
+        right_shape += s, right_color += c, right_size += z, right_all += s && c && z;
+        ++acc.objects;
+      }
+  }
+  const double no = static_cast<double>(std::max<int64_t>(1, acc.objects));
+  acc.shape = right_shape / no, acc.color = right_color / no, acc.size = right_size / no, acc.all = right_all / no;
+  acc.count = static_cast<double>(right_count) / static_cast<double>(n);
+  return acc;
+}
+
+
+}  // namespace
+
+ShapePatchTargets shape_patch_targets(const nlohmann::json& scene, const Image& image, int64_t grid) {
+  const auto& objects = scene.at("objects");
+  if (!objects.is_array() || objects.empty() || objects.size() > 3)
+    throw InputError("[pretrain_vision] a scene must hold 1-3 objects");
+  if (grid < 1) throw ConfigError("[pretrain_vision] the patch grid must be >= 1");
+  if (image.empty() || image.width != image.height)
+    throw InputError("[pretrain_vision] a shapes scene image must be square and non-empty");
+  const int S = image.width;
+  const double side = scene.at("image_size").get<double>(), k = S / side;  // scene -> image pixels
+  ShapePatchTargets t;
+  t.shape = torch::zeros({grid * grid}, torch::kLong);
+  t.color = torch::zeros({grid * grid}, torch::kLong);
+  t.size = torch::zeros({grid * grid}, torch::kLong);
+  auto sh = t.shape.accessor<int64_t, 1>(), co = t.color.accessor<int64_t, 1>(), sz = t.size.accessor<int64_t, 1>();
+  auto cell = [&](int v) { return std::min<int64_t>(grid - 1, static_cast<int64_t>(v) * grid / S); };
+  for (const auto& o : objects) {
+    const int64_t s = 1 + index_of(shapes::shape_names(), o.at("shape").get<std::string>(), "shape");
+    const int64_t c = 1 + index_of(shapes::color_names(), o.at("color").get<std::string>(), "color");
+    const int64_t z = 1 + index_of(shapes::size_names(), o.at("size").get<std::string>(), "size");
+    const double cx = o.at("cx").get<double>() * k, cy = o.at("cy").get<double>() * k;
+    const double half = o.at("bbox").get<double>() * k / 2;
+    const auto rgb = o.at("rgb").get<std::vector<int>>();
+    if (rgb.size() != 3) throw InputError("[pretrain_vision] an object's rgb must hold 3 values");
+    // Coverage of each patch: pixels of the object's box whose colour is
+    // nearer the object's than the background's (objects never overlap, and
+    // boxes are apart, so the box tells objects of one colour apart).
+    std::vector<double> cover(static_cast<size_t>(grid * grid), 0.0);
+    const int x0 = std::max(0, static_cast<int>(std::floor(cx - half))), x1 = std::min(S - 1, static_cast<int>(std::ceil(cx + half)));
+    const int y0 = std::max(0, static_cast<int>(std::floor(cy - half))), y1 = std::min(S - 1, static_cast<int>(std::ceil(cy + half)));
+    for (int y = y0; y <= y1; ++y)
+      for (int x = x0; x <= x1; ++x) {
+        const uint8_t* p = image.pixel(x, y);
+        double d_obj = 0, d_bg = 0;
+        const double gray = (p[0] + p[1] + p[2]) / 3.0;  // the background is gray: R = G = B
+        for (int ch = 0; ch < 3; ++ch) {
+          d_obj += std::pow(p[ch] - rgb[static_cast<size_t>(ch)], 2);
+          d_bg += std::pow(p[ch] - gray, 2);
+        }
+        if (d_obj < d_bg) cover[static_cast<size_t>(cell(y) * grid + cell(x))] += 1.0;
+      }
+    const double patch_pixels = static_cast<double>(S) * S / static_cast<double>(grid * grid);
+    const int64_t centre_patch = cell(std::clamp(static_cast<int>(cy), 0, S - 1)) * grid + cell(std::clamp(static_cast<int>(cx), 0, S - 1));
+    for (int64_t p = 0; p < grid * grid; ++p) {
+      const double f = cover[static_cast<size_t>(p)] / patch_pixels;
+      if (p == centre_patch || f >= 0.2) {
+        sh[p] = s, co[p] = c, sz[p] = z;
+      } else if (f > 0 && sh[p] == 0) {
+        sh[p] = co[p] = sz[p] = -100;  // a sliver: neither the object's nor background
+      }
+    }
+  }
+  t.count = static_cast<int64_t>(objects.size()) - 1;
+  return t;
+}
+
+VitPretrainResult pretrain_vision(const VisionConfig& vision, const std::string& data_dir, int64_t steps,
+                                  int64_t batch_size, const OptimConfig& optim, uint64_t seed,
+                                  std::function<void(int64_t, double)> on_step,
+                                  const std::vector<std::string>& eval_dirs) {
+  if (steps < 1 || batch_size < 1) throw ConfigError("[pretrain_vision] steps and batch_size must be >= 1");
+  if (vision.patch_size < 1 || vision.image_size % vision.patch_size != 0)
+    throw ConfigError("[pretrain_vision] vision_config.image_size must be a multiple of patch_size");
+  optim.validate();
+  const SceneSet data = load_scene_set(vision, data_dir);
+  std::vector<SceneSet> evals;
+  for (const auto& d : eval_dirs) evals.push_back(load_scene_set(vision, d));
+  const int64_t n = data.pixels.size(0);
 
   torch::manual_seed(seed);
   std::mt19937_64 rng(seed ^ 0x5851f42d4c957f2dULL);
@@ -103,16 +212,27 @@ VitPretrainResult pretrain_vision(const VisionConfig& vision, const std::string&
   model->train();
   auto opt = make_adamw(*model, optim);
   VitPretrainResult out;
+  // Object patches are few (a small shape covers one or two of 64): the mean
+  // over object patches and the mean over background patches count equally,
+  // or the heads learn the background and guess the objects.
+  auto ce = [](const torch::Tensor& logits, const torch::Tensor& target) {
+    auto l = F::cross_entropy(logits.reshape({-1, logits.size(-1)}), target.reshape({-1}),
+                              F::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kNone));
+    auto t = target.reshape({-1});
+    auto obj = (t > 0).to(l.dtype()), bg = (t == 0).to(l.dtype());
+    return (l * obj).sum() / obj.sum().clamp_min(1) + (l * bg).sum() / bg.sum().clamp_min(1);
+  };
   for (int64_t step = 0; step < steps; ++step) {
     set_learning_rate(*opt, learning_rate(optim, step));
     std::vector<int64_t> idx;
     for (int64_t b = 0; b < batch_size; ++b) idx.push_back(static_cast<int64_t>(rng() % static_cast<uint64_t>(n)));
     auto index = torch::tensor(idx, torch::kLong);
     opt->zero_grad();
-    auto [attr_logits, count_logits] = model->forward(all_pixels.index_select(0, index));
-    auto la = F::binary_cross_entropy_with_logits(attr_logits, all_attrs.index_select(0, index));
-    auto lc = F::cross_entropy(count_logits, all_counts.index_select(0, index));
-    auto loss = la + lc;
+    auto o = model->forward(data.pixels.index_select(0, index));
+    auto lp = ce(o.shape, data.shape.index_select(0, index)) + ce(o.color, data.color.index_select(0, index)) +
+              ce(o.size, data.size.index_select(0, index));
+    auto lc = F::cross_entropy(o.count, data.count.index_select(0, index));
+    auto loss = lp + lc;
     const double l = loss.item<double>();
     if (!std::isfinite(l))
       throw Error("[pretrain_vision] training diverged at step " + std::to_string(step) +
@@ -121,12 +241,13 @@ VitPretrainResult pretrain_vision(const VisionConfig& vision, const std::string&
     if (optim.grad_clip > 0) torch::nn::utils::clip_grad_norm_(model->parameters(), optim.grad_clip);
     opt->step();
     out.losses.push_back(l);
-    out.attribute_losses.push_back(la.item<double>());
+    out.patch_losses.push_back(lp.item<double>());
     out.count_losses.push_back(lc.item<double>());
     if (on_step) on_step(step + 1, l);
   }
+  model->eval();
+  for (size_t i = 0; i < evals.size(); ++i) out.probes.push_back(probe(model, evals[i], eval_dirs[i]));
   out.model = model->vision_model;
-  out.model->eval();
   return out;
 }
 

@@ -1,11 +1,12 @@
 // Pretraining the small image encoder of the shapes world (issue 5): a
-// VisionEncoder learns, from the mean of its final tokens, which
-// (shape, colour, size) combinations a scene holds (a multi-hot vector over
-// 4 x 6 x 2 = 48, binary cross-entropy) and how many objects it has (1-3,
-// cross-entropy). Only the tower is kept: save_vision_encoder writes it under
-// "vision_model.*", the names Blip2Model loads (trainer's vision_init).
-// See docs/pretraining.md.
+// VisionEncoder learns, for every patch token, which shape (or background),
+// colour and size covers the patch (three factorised cross-entropy heads, so
+// an unseen composition such as a purple triangle is two known facts), and
+// from the mean of its tokens how many objects the scene has (1-3). Only the
+// tower is kept: save_vision_encoder writes it under "vision_model.*", the
+// names Blip2Model loads (trainer's vision_init). See docs/pretraining.md.
 #pragma once
+
 
 #include <torch/torch.h>
 
@@ -16,34 +17,53 @@
 #include <vector>
 
 #include "blip2/config/config.h"
+#include "blip2/data/image.h"
 #include "blip2/train/optim.h"
 #include "blip2/vision/vision_encoder.h"
 
 namespace blip2 {
 
-// Number of (shape, colour, size) combinations: the multi-hot target width.
-constexpr int64_t kShapeAttributeClasses = 4 * 6 * 2;
+struct VitProbeAccuracy {
+  std::string data_dir;
+  int64_t objects = 0;                  // objects scored
+  double shape = 0, color = 0, size = 0;  // fraction right at the patch holding the object's centre
+  double all = 0;                       // all three right
+  double count = 0;                     // fraction of scenes with the right object count
+};
 
 struct VitPretrainResult {
   VisionEncoder model{nullptr};  // in eval mode
-  std::vector<double> losses;    // one per step: attribute BCE + count CE
-  std::vector<double> attribute_losses, count_losses;
+  std::vector<double> losses;    // one per step: patch CEs + count CE
+  std::vector<double> patch_losses, count_losses;
+  std::vector<VitProbeAccuracy> probes;  // one per eval_dirs entry, after training
 };
 
-// The multi-hot (48,) attribute target and the count class (0..2) of a
-// scenes.json entry (blip2/data/shapes.h generate_split). Index of a
-// combination: (shape * 6 + colour) * 2 + size in the orders of
-// shapes::shape_names / color_names / size_names. InputError on unknown names.
-std::pair<torch::Tensor, int64_t> shape_attribute_targets(const nlohmann::json& scene);
+// Per-patch targets of a scenes.json entry and its rendered image on a
+// grid x grid patch grid (row-major, the order of the ViT's patch tokens):
+// class ids of the shape (0 background, 1 + index in shapes::shape_names),
+// colour (0, 1 + colour index) and size (0, 1 + size index). A patch takes an
+// object's classes when >= 20% of its pixels are the object's (inside its
+// box, colour nearer the object's rgb than gray) or it holds the object's
+// centre; a patch with a smaller sliver of an object is ignored (-100); the
+// rest are background. count = objects - 1. InputError on unknown names, a
+// scene without 1-3 objects or a non-square image.
+struct ShapePatchTargets {
+  torch::Tensor shape, color, size;  // (grid * grid,) int64
+  int64_t count = 0;
+};
+ShapePatchTargets shape_patch_targets(const nlohmann::json& scene, const Image& image, int64_t grid);
 
 // Trains a fresh VisionEncoder(vision) (init N(0, 0.02)) with AdamW on every
 // image of data_dir (a generate_split directory with scenes.json), images
 // preprocessed to vision.image_size with the CLIP mean/std (BlipImageProcessor
 // defaults). Batches are drawn with replacement, deterministically for a seed.
-// on_step(step, loss) after every step (step counts from 1).
+// on_step(step, loss) after every step (step counts from 1). After training,
+// the heads are scored on every directory of eval_dirs (held-out splits:
+// VitProbeAccuracy), so a frozen tower's attribute knowledge is measured.
 VitPretrainResult pretrain_vision(const VisionConfig& vision, const std::string& data_dir, int64_t steps,
                                   int64_t batch_size, const OptimConfig& optim, uint64_t seed,
-                                  std::function<void(int64_t step, double loss)> on_step = {});
+                                  std::function<void(int64_t step, double loss)> on_step = {},
+                                  const std::vector<std::string>& eval_dirs = {});
 
 // Writes the tower's parameters to `path` (safetensors) as "vision_model.<name>".
 void save_vision_encoder(const VisionEncoderImpl& model, const std::string& path);

@@ -17,6 +17,7 @@
 #include "blip2/train/losses.h"
 #include "blip2/train/trainer.h"
 #include "blip2/train/vit_pretrain.h"
+#include "blip2/util/error.h"
 #include "e2e_util.h"
 #include "model_fixtures.h"
 #include "test_util.h"
@@ -31,10 +32,31 @@ double mean_of(const std::vector<double>& v, size_t from, size_t to) {
          static_cast<double>(to - from);
 }
 
-std::vector<std::string> corpus() {
+std::vector<std::string> captions() {
   return {"a red circle above a blue square", "a green star left of a red circle",
           "a small blue square",              "a large yellow star",
           "a red circle",                     "a blue square below a green star"};
+}
+
+// Plain texts and texts with a context slot (shapes corpus lines).
+std::vector<LmText> corpus() {
+  std::vector<LmText> t;
+  for (const auto& c : captions()) t.push_back({"", "", c});
+  t.push_back(parse_lm_text("a red circle\t\ta red circle", "test"));
+  t.push_back(parse_lm_text("a large yellow star\tQuestion: what color is the star? Answer:\tyellow", "test"));
+  return t;
+}
+
+TEST(PretrainTest, CorpusLinesParseIntoContextPromptTarget) {
+  auto t = parse_lm_text("a red circle\tQuestion: what shape? Answer:\tcircle", "c.txt:3");
+  EXPECT_EQ(t.context, "a red circle");
+  EXPECT_EQ(t.prompt, "Question: what shape? Answer:");
+  EXPECT_EQ(t.target, "circle");
+  t = parse_lm_text("just a text", "c.txt:1");
+  EXPECT_EQ(t.context, "");
+  EXPECT_EQ(t.target, "just a text");
+  EXPECT_THROW_WITH(parse_lm_text("a\tb", "c.txt:7"), InputError, "c.txt:7");
+  EXPECT_THROW_WITH(parse_lm_text("a\tb\t ", "c.txt:8"), InputError, "target text is empty");
 }
 
 OptimConfig fast_optim(int64_t steps, double lr) {
@@ -109,7 +131,7 @@ TEST(PretrainTest, TinyT5LearnsPrefixLmAndLoadsIntoBlip2) {
   TempDir dir, out;
   {
     std::ofstream f(dir.file("corpus.txt"));
-    for (int i = 0; i < 300; ++i) f << corpus()[static_cast<size_t>(i) % 6] << " number " << i * 7919 % 1000 << "\n";
+    for (int i = 0; i < 300; ++i) f << captions()[static_cast<size_t>(i) % 6] << " number " << i * 7919 % 1000 << "\n";
   }
   SpmModel::train("--input=" + dir.file("corpus.txt") + " --model_prefix=" + dir.file("spiece") +
                   " --vocab_size=100 --model_type=unigram --character_coverage=1.0 --pad_id=0 --eos_id=1"
@@ -147,13 +169,17 @@ TEST(PretrainTest, TinyVitLearnsShapeAttributesAndLoadsIntoBlip2) {
   auto mc = test::tiny_config("opt");
   mc.vision.image_size = 32;
   mc.vision.patch_size = 8;
-  auto r = pretrain_vision(mc.vision, data.path(), 40, 16, fast_optim(40, 3e-3), 2);
-  ASSERT_EQ(r.attribute_losses.size(), 40u);
-  const double first = mean_of(r.attribute_losses, 0, 3), last = mean_of(r.attribute_losses, 35, 40);
-  std::cout << "[pretrain] ViT attribute loss " << first << " -> " << last << "; total " << mean_of(r.losses, 0, 3)
+  auto r = pretrain_vision(mc.vision, data.path(), 40, 16, fast_optim(40, 3e-3), 2, {}, {data.path()});
+  ASSERT_EQ(r.patch_losses.size(), 40u);
+  const double first = mean_of(r.patch_losses, 0, 3), last = mean_of(r.patch_losses, 35, 40);
+  std::cout << "[pretrain] ViT patch loss " << first << " -> " << last << "; total " << mean_of(r.losses, 0, 3)
             << " -> " << mean_of(r.losses, 35, 40) << "\n";
-  EXPECT_LT(last, 0.6 * first);
+  EXPECT_LT(last, 0.75 * first);
   EXPECT_LT(mean_of(r.losses, 35, 40), mean_of(r.losses, 0, 3));
+  ASSERT_EQ(r.probes.size(), 1u);
+  EXPECT_GT(r.probes[0].objects, 64);
+  EXPECT_GE(r.probes[0].all, 0.0);
+  EXPECT_LE(r.probes[0].all, std::min({r.probes[0].shape, r.probes[0].color, r.probes[0].size}));
 
   save_vision_encoder(*r.model, out.file("vit.safetensors"));
   auto names = io::load_safetensors(out.file("vit.safetensors"));
@@ -173,14 +199,33 @@ TEST(PretrainTest, TinyVitLearnsShapeAttributesAndLoadsIntoBlip2) {
   auto a = r.model->forward(px).last_hidden_state, b = m->vision_model->forward(px).last_hidden_state;
   EXPECT_TRUE(torch::equal(a, b));
 
-  // Targets: one bit per object (distinct combinations), count class = objects - 1.
-  nlohmann::json scene = {{"objects", {{{"shape", "star"}, {"color", "orange"}, {"size", "large"}},
-                                       {{"shape", "circle"}, {"color", "red"}, {"size", "small"}}}}};
-  auto [t, count] = shape_attribute_targets(scene);
-  EXPECT_EQ(count, 1);
-  EXPECT_EQ(t.sum().item<double>(), 2.0);
-  EXPECT_EQ(t[(3 * 6 + 5) * 2 + 1].item<double>(), 1.0);
-  EXPECT_EQ(t[0].item<double>(), 1.0);
+  // Targets on a 4 x 4 grid of a rendered 32 px scene: a large star centred
+  // in patch (1, 1) covers it; a small circle in the top-right corner.
+  shapes::Scene sc;
+  sc.image_size = 32;
+  sc.background = {230, 230, 230};
+  sc.objects = {{"star", "orange", "large", 12.0, 12.0, 11.0, {245, 135, 25}},
+                {"circle", "red", "small", 28.0, 4.0, 5.0, {220, 40, 40}}};
+  nlohmann::json scene = {{"image_size", 32}, {"objects", nlohmann::json::array()}};
+  for (const auto& o : sc.objects)
+    scene["objects"].push_back({{"shape", o.shape}, {"color", o.color}, {"size", o.size}, {"cx", o.cx},
+                                {"cy", o.cy}, {"bbox", o.bbox}, {"rgb", {o.rgb[0], o.rgb[1], o.rgb[2]}}});
+  const Image img = shapes::render_scene(sc);
+  auto t = shape_patch_targets(scene, img, 4);
+  EXPECT_EQ(t.count, 1);
+  EXPECT_EQ(t.shape[1 * 4 + 1].item<int64_t>(), 1 + 3);  // star
+  EXPECT_EQ(t.color[1 * 4 + 1].item<int64_t>(), 1 + 5);  // orange
+  EXPECT_EQ(t.size[1 * 4 + 1].item<int64_t>(), 1 + 1);   // large
+  EXPECT_EQ(t.shape[0 * 4 + 3].item<int64_t>(), 1 + 0);  // the circle's centre patch
+  EXPECT_EQ(t.shape[3 * 4 + 3].item<int64_t>(), 0);      // background
+  EXPECT_EQ(t.shape[3 * 4 + 0].item<int64_t>(), 0);
+  // Every patch the star covers by >= 20% is the star's; none is unlabelled
+  // far from both objects.
+  int64_t star_patches = 0;
+  for (int64_t p = 0; p < 16; ++p) star_patches += t.shape[p].item<int64_t>() == 4;
+  EXPECT_GE(star_patches, 1);
+  EXPECT_LE(star_patches, 4);
+  EXPECT_THROW(shape_patch_targets({{"image_size", 32}, {"objects", nlohmann::json::array()}}, img, 4), InputError);
 }
 
 }  // namespace

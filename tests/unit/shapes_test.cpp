@@ -335,6 +335,33 @@ TEST(ShapesTest, HeldOutCompositionsNeverInTrainAlwaysInCompositional) {
   EXPECT_EQ(with_held_out_text, 300);
 }
 
+TEST(ShapesTest, CorpusLinesPutTheDescriptionInTheContextSlot) {
+  const auto lines = corpus_lines(200, 5, "Question: {} Short answer:");
+  int copies = 0, questions = 0;
+  for (const auto& l : lines) {
+    const size_t a = l.find('\t'), b = l.find('\t', a + 1);
+    ASSERT_NE(b, std::string::npos) << l;
+    ASSERT_EQ(l.find('\t', b + 1), std::string::npos) << l;
+    const std::string context = l.substr(0, a), prompt = l.substr(a + 1, b - a - 1), target = l.substr(b + 1);
+    ASSERT_EQ(l.find("purple triangle"), std::string::npos) << l;
+    ASSERT_EQ(l.find("orange circle"), std::string::npos) << l;
+    if (prompt.empty()) {
+      EXPECT_EQ(context, target);
+      ++copies;
+    } else {
+      EXPECT_EQ(prompt.rfind("Question: ", 0), 0u) << prompt;
+      EXPECT_EQ(prompt.substr(prompt.size() - 14), " Short answer:") << prompt;
+      EXPECT_EQ(target.find(' '), std::string::npos) << "one-word answer: " << target;
+      ++questions;
+    }
+  }
+  EXPECT_GE(copies, 200);  // one or two captions per scene
+  EXPECT_GE(questions, 200 * 3);
+  EXPECT_EQ(corpus_lines(200, 5, "Question: {} Short answer:"), lines);
+  EXPECT_NE(corpus_lines(200, 6, "Question: {} Short answer:"), lines);
+  EXPECT_THROW(corpus_lines(1, 5, "no slot"), ConfigError);
+}
+
 TEST(ShapesTest, QuestionAnswersOnConstructedScenes) {
   // red circle left, blue square right: everything is unique.
   {
