@@ -280,15 +280,21 @@ RetrievalSet read_retrieval_set(const std::string& data_dir, int64_t limit) {
   const json list = read_json_list(data_dir, "captions.json", "a list of {image, caption: [..], image_id}");
   const int64_t n = take(list.size(), limit);
   RetrievalSet s;
+  std::unordered_map<std::string, int64_t> text_index;
   for (int64_t i = 0; i < n; ++i) {
     const auto where = entry_where(file, static_cast<size_t>(i));
     const json& e = list[static_cast<size_t>(i)];
     s.images.push_back(resolve_image(data_dir, get_string(e, "image", where), where));
     std::vector<int64_t> mine;
     for (auto& c : get_strings(e, "caption", where)) {
-      mine.push_back(static_cast<int64_t>(s.texts.size()));
-      s.txt2img.push_back(i);
-      s.texts.push_back(std::move(c));
+      auto [it, fresh] = text_index.emplace(c, static_cast<int64_t>(s.texts.size()));
+      if (fresh) {
+        s.texts.push_back(std::move(c));
+        s.txt2img.emplace_back();
+      }
+      if (std::find(mine.begin(), mine.end(), it->second) != mine.end()) continue;  // repeated in one entry
+      mine.push_back(it->second);
+      s.txt2img[static_cast<size_t>(it->second)].push_back(i);
     }
     s.img2txt.push_back(std::move(mine));
   }
@@ -510,7 +516,7 @@ json evaluate_retrieval(Blip2ModelImpl& model, const Tokenizer& tokenizer, const
   const RetrievalSet set = read_retrieval_set(data_dir, options.limit);
   const RetrievalScores s = retrieval_scores(model, tokenizer, processor, set, options);
   json out = retrieval_metrics_json(retrieval_recall(s.i2t, s.t2i, set.img2txt, set.txt2img));
-  out["itc_only"] = retrieval_metrics_json(retrieval_recall(s.itc, set.img2txt, set.txt2img));
+  out["itc_only"] = retrieval_metrics_json(retrieval_recall(s.itc, s.itc.transposed(), set.img2txt, set.txt2img));
   out["count"] = set.images.size();
   out["texts"] = set.texts.size();
   out["rerank_k"] = options.rerank_k;

@@ -88,13 +88,16 @@ nlohmann::json evaluate_vqa(Pipeline& pipeline, const std::string& data_dir, con
 // ---- retrieval ----
 
 // The retrieval set of a captions.json: one entry per image (first `limit`
-// images, 0 = all) and one text per caption; img2txt[i] lists image i's
-// texts, txt2img[t] is text t's image (LAVIS's ground truth).
+// images, 0 = all) and one text per distinct caption string; img2txt[i] lists
+// image i's texts, txt2img[t] the images text t describes. With distinct
+// captions (COCO, Flickr30k) this is LAVIS's ground truth; a caption shared by
+// several images (a synthetic world's "a large red circle") is one text whose
+// every image counts as a hit, rather than a coin toss between equal scores.
 struct RetrievalSet {
   std::vector<std::string> images;  // resolved paths
   std::vector<std::string> texts;
   std::vector<std::vector<int64_t>> img2txt;
-  std::vector<int64_t> txt2img;
+  std::vector<std::vector<int64_t>> txt2img;
 };
 RetrievalSet read_retrieval_set(const std::string& data_dir, int64_t limit = 0);
 

@@ -546,6 +546,15 @@ int64_t descending_rank(const double* scores, int64_t n, int64_t target) {
 RetrievalMetrics retrieval_recall(const ScoreMatrix& scores_i2t, const ScoreMatrix& scores_t2i,
                                   const std::vector<std::vector<int64_t>>& img2txt,
                                   const std::vector<int64_t>& txt2img) {
+  std::vector<std::vector<int64_t>> txt2imgs;
+  txt2imgs.reserve(txt2img.size());
+  for (int64_t i : txt2img) txt2imgs.push_back({i});
+  return retrieval_recall(scores_i2t, scores_t2i, img2txt, txt2imgs);
+}
+
+RetrievalMetrics retrieval_recall(const ScoreMatrix& scores_i2t, const ScoreMatrix& scores_t2i,
+                                  const std::vector<std::vector<int64_t>>& img2txt,
+                                  const std::vector<std::vector<int64_t>>& txt2img) {
   const int64_t n_img = static_cast<int64_t>(img2txt.size()), n_txt = static_cast<int64_t>(txt2img.size());
   if (n_img == 0 || n_txt == 0)
     throw InputError("[retrieval_recall] need at least one image and one text, got " + std::to_string(n_img) +
@@ -560,10 +569,13 @@ RetrievalMetrics retrieval_recall(const ScoreMatrix& scores_i2t, const ScoreMatr
         throw InputError("[retrieval_recall] img2txt[" + std::to_string(i) + "] names text " + std::to_string(t) +
                          ", outside 0.." + std::to_string(n_txt - 1));
   }
-  for (int64_t t = 0; t < n_txt; ++t)
-    if (txt2img[t] < 0 || txt2img[t] >= n_img)
-      throw InputError("[retrieval_recall] txt2img[" + std::to_string(t) + "] = " + std::to_string(txt2img[t]) +
-                       ", outside 0.." + std::to_string(n_img - 1));
+  for (int64_t t = 0; t < n_txt; ++t) {
+    if (txt2img[t].empty()) throw InputError("[retrieval_recall] text " + std::to_string(t) + " has no ground-truth image");
+    for (int64_t i : txt2img[t])
+      if (i < 0 || i >= n_img)
+        throw InputError("[retrieval_recall] txt2img[" + std::to_string(t) + "] = " + std::to_string(i) +
+                         ", outside 0.." + std::to_string(n_img - 1));
+  }
 
   auto pct = [](const std::vector<int64_t>& ranks, int64_t k) {
     int64_t hits = 0;
@@ -580,8 +592,11 @@ RetrievalMetrics retrieval_recall(const ScoreMatrix& scores_i2t, const ScoreMatr
   }
   m.txt_r1 = pct(ranks, 1), m.txt_r5 = pct(ranks, 5), m.txt_r10 = pct(ranks, 10);
   ranks.assign(n_txt, 0);
-  for (int64_t t = 0; t < n_txt; ++t)
-    ranks[t] = descending_rank(scores_t2i.values.data() + t * n_img, n_img, txt2img[t]);
+  for (int64_t t = 0; t < n_txt; ++t) {
+    int64_t best = INT64_MAX;
+    for (int64_t i : txt2img[t]) best = std::min(best, descending_rank(scores_t2i.values.data() + t * n_img, n_img, i));
+    ranks[t] = best;
+  }
   m.img_r1 = pct(ranks, 1), m.img_r5 = pct(ranks, 5), m.img_r10 = pct(ranks, 10);
   m.txt_r_mean = (m.txt_r1 + m.txt_r5 + m.txt_r10) / 3;
   m.img_r_mean = (m.img_r1 + m.img_r5 + m.img_r10) / 3;

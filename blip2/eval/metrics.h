@@ -153,5 +153,11 @@ RetrievalMetrics retrieval_recall(const ScoreMatrix& scores_i2t, const ScoreMatr
 // The same with one matrix (images x texts) for both directions.
 RetrievalMetrics retrieval_recall(const ScoreMatrix& scores_i2t, const std::vector<std::vector<int64_t>>& img2txt,
                                   const std::vector<int64_t>& txt2img);
+// With several ground-truth images per text (a text that describes more than
+// one image: txt2imgs[t], >= 1 each): a text's rank is that of its
+// best-ranked ground-truth image. Equal to the above when each lists one.
+RetrievalMetrics retrieval_recall(const ScoreMatrix& scores_i2t, const ScoreMatrix& scores_t2i,
+                                  const std::vector<std::vector<int64_t>>& img2txt,
+                                  const std::vector<std::vector<int64_t>>& txt2imgs);
 
 }  // namespace blip2

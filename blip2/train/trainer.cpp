@@ -416,7 +416,15 @@ std::string Trainer::save_checkpoint(const BatchSource* data) {
   std::vector<std::pair<std::string, at::Tensor>> ts;
   for (const auto& p : model_->named_parameters()) ts.emplace_back(p.key(), p.value());
   io::save_safetensors((tmp / "model.safetensors").string(), ts);
-  write_file_atomic(tmp / "config.json", model_->config().to_json_string());
+  {
+    // The architecture the checkpoint holds: a stage-1 model (Q-Former with
+    // ITC/ITM heads, no LLM) is a retrieval model, as HF names it.
+    Blip2Config saved = model_->config();
+    const auto& parts = model_->parts();
+    saved.architectures = {parts.retrieval && !parts.language ? "Blip2ForImageTextRetrieval"
+                                                              : "Blip2ForConditionalGeneration"};
+    write_file_atomic(tmp / "config.json", saved.to_json_string());
+  }
   // Self-contained: the tokenizer the model reads text with, and the image size.
   const std::string tok_dir = config_.stage == 1 ? config_.qformer_tokenizer : config_.lm_tokenizer;
   const char* tok_files[] = {"vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
@@ -546,12 +554,23 @@ void Trainer::fit(BatchSource& data) {
       write_file_atomic(metrics, kept);
     }
   }
+  // Logged losses are means over the steps since the previous line (as HF's
+  // Trainer logs them), so a curve is not one noisy batch per point.
+  StepMetrics window;
+  int64_t in_window = 0;
   while (step_ < config_.max_steps) {
     auto m = train_step(data);
+    window.loss += m.loss, window.loss_itc += m.loss_itc, window.loss_itm += m.loss_itm, window.loss_lm += m.loss_lm;
+    ++in_window;
     if (coll_.rank() == 0 && (step_ % config_.log_every == 0 || step_ == config_.max_steps)) {
+      StepMetrics logged = m;
+      const double n = static_cast<double>(in_window);
+      logged.loss = window.loss / n, logged.loss_itc = window.loss_itc / n;
+      logged.loss_itm = window.loss_itm / n, logged.loss_lm = window.loss_lm / n;
       std::ofstream out(metrics, std::ios::app);
-      out << m.to_json().dump() << "\n";
+      out << logged.to_json().dump() << "\n";
     }
+    if (step_ % config_.log_every == 0 || step_ == config_.max_steps) window = StepMetrics{}, in_window = 0;
     if (on_step) on_step(m);
     if (step_ % config_.save_every == 0 || step_ == config_.max_steps) save_checkpoint(&data);
   }

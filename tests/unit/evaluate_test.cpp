@@ -264,8 +264,11 @@ TEST_F(EvaluateTest, RetrievalEqualsBruteForceWhenEveryPairIsReranked) {
   ASSERT_EQ(set.images.size(), 6u);
   ASSERT_GE(set.texts.size(), 6u);
   for (size_t t = 0; t < set.texts.size(); ++t) {
-    const auto& mine = set.img2txt[static_cast<size_t>(set.txt2img[t])];
-    EXPECT_NE(std::find(mine.begin(), mine.end(), static_cast<int64_t>(t)), mine.end());
+    ASSERT_FALSE(set.txt2img[t].empty());
+    for (int64_t i : set.txt2img[t]) {
+      const auto& mine = set.img2txt[static_cast<size_t>(i)];
+      EXPECT_NE(std::find(mine.begin(), mine.end(), static_cast<int64_t>(t)), mine.end());
+    }
   }
   auto model = load_blip2(ret_dir());
   auto tok = load_tokenizer(ret_dir());
@@ -291,8 +294,10 @@ TEST_F(EvaluateTest, RetrievalEqualsBruteForceWhenEveryPairIsReranked) {
     }
 
   const json r = evaluate_retrieval(ret_dir(), data_dir(), o);
-  const RetrievalMetrics want = retrieval_recall(ScoreMatrix::from_rows(bf.full), set.img2txt, set.txt2img);
-  const RetrievalMetrics want_itc = retrieval_recall(ScoreMatrix::from_rows(bf.itc), set.img2txt, set.txt2img);
+  const auto full = ScoreMatrix::from_rows(bf.full);
+  const RetrievalMetrics want = retrieval_recall(full, full.transposed(), set.img2txt, set.txt2img);
+  const auto itc = ScoreMatrix::from_rows(bf.itc);
+  const RetrievalMetrics want_itc = retrieval_recall(itc, itc.transposed(), set.img2txt, set.txt2img);
   EXPECT_NEAR(r["txt_r1"].get<double>(), want.txt_r1, 1e-9);
   EXPECT_NEAR(r["txt_r5"].get<double>(), want.txt_r5, 1e-9);
   EXPECT_NEAR(r["txt_r10"].get<double>(), want.txt_r10, 1e-9);
@@ -372,6 +377,19 @@ TEST_F(EvaluateTest, RetrievalLimitAndProgress) {
   EXPECT_EQ(r["rerank_k"].get<int64_t>(), 4);
   EXPECT_TRUE(monotone);
   EXPECT_EQ(last_done, last_total);
+}
+
+TEST_F(EvaluateTest, RetrievalSetMergesIdenticalCaptions) {
+  test::TempDir d;
+  std::filesystem::copy(data_dir() + "/images", d.file("images"));
+  std::ofstream(d.file("captions.json")) << R"([
+    {"image": "images/000000.png", "caption": ["a large red circle", "a large red circle"], "image_id": 0},
+    {"image": "images/000001.png", "caption": ["a small blue star"], "image_id": 1},
+    {"image": "images/000002.png", "caption": ["a large red circle", "a red thing"], "image_id": 2}])";
+  const RetrievalSet set = read_retrieval_set(d.path());
+  ASSERT_EQ(set.texts, (std::vector<std::string>{"a large red circle", "a small blue star", "a red thing"}));
+  EXPECT_EQ(set.img2txt, (std::vector<std::vector<int64_t>>{{0}, {1}, {0, 2}}));
+  EXPECT_EQ(set.txt2img, (std::vector<std::vector<int64_t>>{{0, 2}, {1}, {2}}));
 }
 
 // ---- errors ----

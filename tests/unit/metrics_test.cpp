@@ -289,6 +289,30 @@ TEST(RecallTest, HandComputedLavisRanks) {
   EXPECT_DOUBLE_EQ(m.agg_metrics, m.txt_r_mean);
 }
 
+TEST(RecallTest, TextsWithSeveralGroundTruthImages) {
+  // Text 0 describes images 0 and 1 (a shared caption), text 1 image 2.
+  const ScoreMatrix i2t = ScoreMatrix::from_rows({{0.9, 0.1},    // image 0: text 0 first -> rank 0
+                                                  {0.8, 0.2},    // image 1: text 0 first -> rank 0
+                                                  {0.7, 0.3}});  // image 2: text 1 second -> rank 1
+  using Truth = std::vector<std::vector<int64_t>>;
+  const Truth img2txt{{0}, {0}, {1}};
+  // IR: text 0 scores {0.9, 0.8, 0.7}: its best ground truth (image 0) is first;
+  //     text 1 scores {0.1, 0.2, 0.3}: image 2 first. Both hits.
+  const RetrievalMetrics m = retrieval_recall(i2t, i2t.transposed(), img2txt, Truth{{0, 1}, {2}});
+  EXPECT_NEAR(m.txt_r1, 200.0 / 3, 1e-9);
+  EXPECT_DOUBLE_EQ(m.txt_r5, 100.0);
+  EXPECT_DOUBLE_EQ(m.img_r1, 100.0);
+  // With image 1 alone as text 0's truth, image 0 outranks it: rank 1.
+  const RetrievalMetrics one = retrieval_recall(i2t, i2t.transposed(), img2txt, Truth{{1}, {2}});
+  EXPECT_DOUBLE_EQ(one.img_r1, 50.0);
+  // The single-image form is the same computation.
+  const RetrievalMetrics same = retrieval_recall(i2t, img2txt, std::vector<int64_t>{1, 2});
+  EXPECT_DOUBLE_EQ(same.img_r1, one.img_r1);
+  EXPECT_DOUBLE_EQ(same.txt_r1, one.txt_r1);
+  EXPECT_THROW_WITH(retrieval_recall(i2t, i2t.transposed(), img2txt, Truth{{0, 1}, {}}), InputError,
+                    "text 1 has no ground-truth image");
+}
+
 TEST(RecallTest, KBoundariesAndSeparateT2iMatrix) {
   // 12 images, 12 texts, text i belongs to image i. Image i's own text is
   // placed at rank i by scores 100 - |rank position|.
