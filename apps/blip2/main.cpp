@@ -32,6 +32,7 @@
 #include "blip2/train/lm_pretrain.h"
 #include "blip2/train/vit_pretrain.h"
 #include "blip2/train/trainer.h"
+#include "blip2/util/plot.h"
 #include "blip2/util/progress.h"
 
 extern char** environ;
@@ -450,11 +451,19 @@ int main(int argc, char** argv) {
   shapes_gen->add_option("--count", shapes_count, "number of images")->capture_default_str();
   shapes_gen->add_option("--seed", shapes_seed, "random seed")->capture_default_str();
   shapes_gen->add_option("--size", shapes_size, "image side in pixels")->capture_default_str();
-  std::string corpus_data, corpus_out;
+  std::string corpus_out, corpus_template = "Question: {} Answer:";
+  int corpus_count = 1000;
+  uint64_t corpus_seed = 11;
   auto* shapes_corpus = shapes->add_subcommand(
-      "corpus", "text-only LM corpus from a split: captions, and captions followed by VQA-format questions");
-  shapes_corpus->add_option("--data", corpus_data, "a `shapes generate` directory")->required();
-  shapes_corpus->add_option("--out", corpus_out, "output text file, one text per line")->required();
+      "corpus", "text-only LM corpus of unrendered train-split scenes: description -> caption, description -> "
+                "VQA-format question -> answer");
+  shapes_corpus->add_option("--out", corpus_out, "output text file, one context<TAB>prompt<TAB>target per line")
+      ->required();
+  shapes_corpus->add_option("--count", corpus_count, "number of scenes")->capture_default_str();
+  shapes_corpus->add_option("--seed", corpus_seed, "random seed (use another than the images')")->capture_default_str();
+  shapes_corpus->add_option("--template", corpus_template,
+                            "VQA prompt template, {} = the question (T5: \"Question: {} Short answer:\")")
+      ->capture_default_str();
 
   // blip2 pretrain lm|vit: the frozen unimodal models of the shapes world.
   std::string pre_cfg, pre_tok, pre_corpus, pre_data, pre_out_path;
@@ -473,12 +482,19 @@ int main(int argc, char** argv) {
     sub->add_option("--lr", pre_lr, "peak learning rate (warm-up 5%, cosine to 10%)")->capture_default_str();
     sub->add_option("--seed", pre_seed, "random seed")->capture_default_str();
   }
+  std::string pre_metrics;
+  for (auto* sub : {pre_lm, pre_vit})
+    sub->add_option("--metrics", pre_metrics, "also write the loss of every step here (JSON lines, as blip2 train)");
   pre_lm->add_option("--tokenizer", pre_tok, "tokenizer directory of the LM")->required();
-  pre_lm->add_option("--corpus", pre_corpus, "text file, one training text per line")->required();
+  pre_lm->add_option("--corpus", pre_corpus, "text file, one text or context<TAB>prompt<TAB>target per line")
+      ->required();
   pre_lm->add_option("--max-len", pre_len, "tokens per text")->capture_default_str();
   pre_lm->add_option("--out", pre_out_path, "output directory (model.safetensors + tokenizer files)")->required();
   pre_vit->add_option("--data", pre_data, "a `blip2 shapes generate` directory")->required();
   pre_vit->add_option("--out", pre_out_path, "output .safetensors (vision_model.* weights)")->required();
+  std::vector<std::string> pre_eval;
+  pre_vit->add_option("--eval-data", pre_eval,
+                      "held-out `shapes generate` directories: report the heads' per-object attribute accuracy");
 
   // blip2 tokenizer train
   std::string tt_corpus, tt_out;
@@ -487,12 +503,25 @@ int main(int argc, char** argv) {
   tokenizer_cmd->require_subcommand(1);
   auto* tok_train = tokenizer_cmd->add_subcommand("train", "wordpiece (Q-Former), bpe (OPT) or sentencepiece (T5)");
   tok_train->add_option("--kind", tt.kind, "wordpiece, bpe or sentencepiece")->required();
-  tok_train->add_option("--corpus", tt_corpus, "text file, one text per line")->required();
+  tok_train->add_option("--corpus", tt_corpus, "text file, one text per line (or per tab-separated field)")
+      ->required();
   tok_train->add_option("--vocab-size", tt.vocab_size, "target vocabulary size (bpe, sentencepiece)");
   tok_train->add_option("--out", tt_out, "output directory")->required();
 
   int nproc = 1, port = 0;
   std::vector<std::string> launch_args;
+  // blip2 plot: training curves as PNG.
+  std::string plot_out, plot_key = "loss";
+  std::vector<std::string> plot_inputs;
+  blip2::PlotOptions plot_opt;
+  auto* plot = app.add_subcommand("plot", "draw a key of metrics.jsonl files as a PNG line chart");
+  plot->add_option("--out", plot_out, "output .png")->required();
+  plot->add_option("--key", plot_key, "the metrics key to draw (loss, loss_itc, lr, ...)")->capture_default_str();
+  plot->add_option("--title", plot_opt.title, "chart title");
+  plot->add_flag("--log-y", plot_opt.log_y, "logarithmic y axis");
+  plot->add_option("inputs", plot_inputs, "LABEL=metrics.jsonl (or a path: its parent directory names it)")
+      ->required();
+
   auto* launch = app.add_subcommand("launch", "run a blip2 subcommand in N processes (torchrun-style, loopback Gloo)");
   launch->add_option("--nproc", nproc, "number of processes")->required();
   launch->add_option("--master-port", port, "rendezvous port (default: a free one)");
@@ -581,16 +610,22 @@ int main(int argc, char** argv) {
           std::fprintf(stderr, "%sstep %s loss %.4f%s", tty ? "\r" : "",
                        blip2::progress_bar(step, pre_steps, el).c_str(), loss, tty ? "" : "\n");
       };
+      auto write_metrics = [&](const std::vector<double>& losses) {
+        if (pre_metrics.empty()) return;
+        std::ofstream m(pre_metrics);
+        for (size_t i = 0; i < losses.size(); ++i) m << json({{"step", i + 1}, {"loss", losses[i]}}).dump() << "\n";
+        if (!m.flush()) throw blip2::InputError("cannot write --metrics '" + pre_metrics + "'");
+      };
       if (*pre_lm) {
         blip2::LmPretrainConfig c;
         c.text = cfg.text;
         c.tokenizer_dir = pre_tok;
         std::ifstream in(pre_corpus);
         if (!in) throw blip2::InputError("corpus file '" + pre_corpus + "' cannot be read");
-        // OPT texts end with "\n" (LAVIS's end of text), so the LM learns to stop.
-        const bool newline_end = cfg.text.model_type == "opt";
+        size_t line_no = 0;
         for (std::string line; std::getline(in, line);)
-          if (!line.empty()) c.texts.push_back(newline_end ? line + "\n" : line);
+          if (++line_no, !line.empty())
+            c.texts.push_back(blip2::parse_lm_text(line, pre_corpus + ":" + std::to_string(line_no)));
         c.steps = pre_steps;
         c.batch_size = pre_batch;
         c.max_len = pre_len;
@@ -598,52 +633,56 @@ int main(int argc, char** argv) {
         c.seed = pre_seed;
         auto r = blip2::pretrain_language_model(c, show);
         blip2::save_language_model(*r.model, pre_out_path, pre_tok);
+        write_metrics(r.losses);
         if (tty) std::fprintf(stderr, "\n");
         std::printf("pretrained %s LM for %lld steps: loss %.4f -> %.4f; wrote %s\n", cfg.text.model_type.c_str(),
                     static_cast<long long>(pre_steps), r.losses.front(), r.losses.back(), pre_out_path.c_str());
       } else {
-        auto r = blip2::pretrain_vision(cfg.vision, pre_data, pre_steps, pre_batch, o, pre_seed, show);
+        auto r = blip2::pretrain_vision(cfg.vision, pre_data, pre_steps, pre_batch, o, pre_seed, show, pre_eval);
         blip2::save_vision_encoder(*r.model, pre_out_path);
+        write_metrics(r.losses);
         if (tty) std::fprintf(stderr, "\n");
         std::printf("pretrained ViT for %lld steps: loss %.4f -> %.4f; wrote %s\n", static_cast<long long>(pre_steps),
                     r.losses.front(), r.losses.back(), pre_out_path.c_str());
+        for (const auto& p : r.probes)
+          std::printf("probe %s: %lld objects; shape %.1f%% color %.1f%% size %.1f%% all %.1f%%; count %.1f%%\n",
+                      p.data_dir.c_str(), static_cast<long long>(p.objects), 100 * p.shape, 100 * p.color,
+                      100 * p.size, 100 * p.all, 100 * p.count);
       }
       return 0;
     }
     if (*shapes_corpus) {
-      // Captions alone, and "caption. Question: q Answer: a" (the VQA prompt
-      // format) so the LM learns to answer from a scene description.
-      auto read = [&](const std::string& f) {
-        std::ifstream in((fs::path(corpus_data) / f).string());
-        if (!in) throw blip2::InputError("'" + (fs::path(corpus_data) / f).string() + "' cannot be read; run blip2 shapes generate first");
-        return json::parse(in);
-      };
-      auto caps = read("captions.json");
-      auto qs = read("questions.json");
-      std::map<std::string, std::string> caption_of;
+      const auto lines = blip2::shapes::corpus_lines(corpus_count, corpus_seed, corpus_template);
       std::ofstream out(corpus_out);
-      if (!out) throw blip2::InputError("cannot write '" + corpus_out + "'");
-      size_t n = 0;
-      for (const auto& c : caps) {
-        const std::string first = c.at("caption").at(0).get<std::string>();
-        caption_of[c.at("image").get<std::string>()] = first;
-        for (const auto& t : c.at("caption")) out << t.get<std::string>() << "\n", ++n;
+      for (const auto& l : lines) out << l << "\n";
+      if (!out.flush()) throw blip2::InputError("cannot write '" + corpus_out + "'; choose a writable --out path");
+      std::printf("wrote %zu texts from %d scenes to %s\n", lines.size(), corpus_count, corpus_out.c_str());
+      return 0;
+    }
+    if (*plot) {
+      std::vector<blip2::PlotSeries> series;
+      for (const auto& in : plot_inputs) {
+        const size_t eq = in.find('=');
+        const std::string path = eq == std::string::npos ? in : in.substr(eq + 1);
+        const std::string label =
+            eq == std::string::npos ? fs::path(path).parent_path().filename().string() : in.substr(0, eq);
+        series.push_back(blip2::read_metrics_series(path, plot_key, label));
       }
-      for (const auto& q : qs) {
-        auto it = caption_of.find(q.at("image").get<std::string>());
-        if (it == caption_of.end()) continue;
-        out << it->second << ". Question: " << q.at("question").get<std::string>()
-            << " Answer: " << q.at("answer").at(0).get<std::string>() << "\n";
-        ++n;
-      }
-      std::printf("wrote %zu texts to %s\n", n, corpus_out.c_str());
+      plot_opt.y_label = plot_key;
+      blip2::plot_png(plot_out, series, plot_opt);
+      std::printf("wrote %s (%zu series of \"%s\")\n", plot_out.c_str(), series.size(), plot_key.c_str());
       return 0;
     }
     if (*tok_train) {
       std::ifstream in(tt_corpus);
       if (!in) throw blip2::InputError("corpus file '" + tt_corpus + "' cannot be read");
       std::vector<std::string> texts;
-      for (std::string line; std::getline(in, line);) texts.push_back(line);
+      // A corpus line may hold several texts separated by tabs (shapes corpus).
+      for (std::string line; std::getline(in, line);)
+        for (size_t from = 0, tab = 0; tab != std::string::npos; from = tab + 1) {
+          tab = line.find('\t', from);
+          texts.push_back(line.substr(from, tab == std::string::npos ? std::string::npos : tab - from));
+        }
       auto r = blip2::train_tokenizer(texts, tt_out, tt);
       std::printf("wrote a %s tokenizer of %lld tokens to %s\n", tt.kind.c_str(), static_cast<long long>(r.vocab_size),
                   tt_out.c_str());

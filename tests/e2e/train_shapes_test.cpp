@@ -1,6 +1,8 @@
 // The reduced shapes-world recipe (QUICK=1 scripts/train_shapes): every step
 // of issue 5's pipeline runs on real generated data, and the unimodal
 // pretraining learns. (Targets are the full recipe's business, not CI's.)
+#include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "e2e_util.h"
@@ -30,13 +32,29 @@ TEST(TrainShapesTest, QuickRecipeRunsEveryStageAndLearns) {
     pos = l;
   }
   EXPECT_EQ(seen, 3);  // ViT, OPT, T5
-  for (const char* lm : {"opt", "t5"})
+  auto read = [&](const std::string& f) { return nlohmann::json::parse(std::ifstream(dir.file("out/" + f))); };
+  for (const char* lm : {"opt", "t5", "opt_no_stage1"})
     for (const char* split : {"test", "compositional"}) {
-      auto cap = nlohmann::json::parse(std::ifstream(dir.file(std::string("out/eval_caption_") + lm + "_" + split + ".json")));
-      EXPECT_EQ(cap.at("count"), 16);
-      auto vqa = nlohmann::json::parse(std::ifstream(dir.file(std::string("out/eval_vqa_") + lm + "_" + split + ".json")));
-      EXPECT_GT(vqa.at("count").get<int>(), 16);
+      EXPECT_EQ(read(std::string("eval_caption_") + lm + "_" + split + ".json").at("count"), 16);
+      EXPECT_GT(read(std::string("eval_vqa_") + lm + "_" + split + ".json").at("count").get<int>(), 16);
     }
+  for (const char* r : {"retrieval", "retrieval_no_itg"})
+    for (const char* split : {"test", "compositional"}) {
+      const auto m = read(std::string("eval_retrieval_") + r + "_" + split + ".json");
+      EXPECT_EQ(m.at("count"), 16);
+      EXPECT_GE(m.at("txt_r10").get<double>(), m.at("txt_r1").get<double>());
+    }
+  // Both stages learn: the logged loss falls from the first entry to the last.
+  for (const char* run : {"stage1", "stage1_no_itg", "stage2_opt", "stage2_t5", "stage2_opt_no_stage1"}) {
+    std::ifstream m(dir.file(std::string("out/runs/") + run + "/metrics.jsonl"));
+    std::vector<double> loss;
+    for (std::string line; std::getline(m, line);) loss.push_back(nlohmann::json::parse(line).at("loss").get<double>());
+    ASSERT_GE(loss.size(), 3u) << run;
+    EXPECT_LT(loss.back(), loss.front()) << run;
+  }
+  // Curves are written for the unimodal pretraining too, and plot.
+  for (const char* f : {"vit_metrics.jsonl", "lm_opt_metrics.jsonl", "lm_t5_metrics.jsonl"})
+    EXPECT_TRUE(std::filesystem::exists(dir.file(std::string("out/") + f))) << f;
 }
 
 }  // namespace
