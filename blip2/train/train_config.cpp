@@ -67,6 +67,7 @@ std::map<std::string, std::map<std::string, Setter>> schema(TrainConfig& c) {
         {"itc", set(&c.itc)},
         {"itm", set(&c.itm)},
         {"itg", set(&c.itg)},
+        {"caption_positives", set(&c.caption_positives)},
         {"mode", set(&c.mode)},
         {"vqa_template", set(&c.vqa_template)}}},
       {"optim",
@@ -175,6 +176,7 @@ void TrainConfig::validate(const std::string& source) const {
   if (mode == "vqa" && stage != 2) bad("objective.mode vqa is a stage-2 fine-tuning (set stage: 2)");
   if (!vqa_template.empty() && vqa_template.find("{}") == std::string::npos)
     bad("objective.vqa_template must contain {} where the question goes");
+  if (caption_positives && stage != 1) bad("objective.caption_positives is a stage-1 option (set stage: 1)");
   if (mode == "retrieval" && stage != 1) bad("objective.mode retrieval is a stage-1 fine-tuning (set stage: 1)");
   if (mode == "caption" && stage != 2) bad("objective.mode caption is a stage-2 fine-tuning (set stage: 2)");
   if (!annotations.empty() && !shards.empty()) bad("give data.annotations or data.shards, not both");
@@ -196,7 +198,8 @@ std::string TrainConfig::to_yaml() const {
     << "augment" << YAML::Value << augment << YAML::EndMap;
   e << YAML::Key << "objective" << YAML::Value << YAML::BeginMap << YAML::Key << "max_txt_len" << YAML::Value
     << max_txt_len << YAML::Key << "prompt" << YAML::Value << prompt << YAML::Key << "itc" << YAML::Value << itc
-    << YAML::Key << "itm" << YAML::Value << itm << YAML::Key << "itg" << YAML::Value << itg << YAML::Key << "mode"
+    << YAML::Key << "itm" << YAML::Value << itm << YAML::Key << "itg" << YAML::Value << itg << YAML::Key << "caption_positives" << YAML::Value
+    << caption_positives << YAML::Key << "mode"
     << YAML::Value << mode << YAML::Key << "vqa_template" << YAML::Value << vqa_template << YAML::EndMap;
   e << YAML::Key << "optim" << YAML::Value << YAML::BeginMap << YAML::Key << "lr" << YAML::Value << optim.lr
     << YAML::Key << "min_lr" << YAML::Value << optim.min_lr << YAML::Key << "warmup_lr" << YAML::Value

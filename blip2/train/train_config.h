@@ -38,6 +38,10 @@ struct TrainConfig {
   std::string prompt;               // stage 2: prompt tokens are not targets ("a photo of")
   std::string vqa_template;         // vqa mode: "" = the LLM family's ("Question: {} Answer:")
   bool itc = true, itm = true, itg = true;  // stage-1 ablations
+  // Stage 1: pairs whose captions are the same text are positives for ITC and
+  // never ITM negatives (a synthetic world where many images share a caption;
+  // the image-id rule of mode "retrieval" applied to caption texts).
+  bool caption_positives = false;
   // "pretrain" (default); "retrieval" (stage 1: ITC targets and ITM negatives
   // from image ids, several captions of one image are all positives);
   // "caption" (stage 2: prompt defaults to "a photo of"); "vqa" (stage 2:

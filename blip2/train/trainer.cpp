@@ -196,11 +196,11 @@ std::map<std::string, torch::Tensor> Trainer::losses(const TrainBatch& batch) {
     in.text_mask = mask;
     in.generator = gen_;
     in.train_vision = config_.train_vision;
-    if (config_.mode == "retrieval") {
-      // Image ids as integers: numeric ids as they are, others hashed (FNV-1a),
-      // the same on every rank.
+    if (config_.mode == "retrieval" || config_.caption_positives) {
+      // Image ids (or, with caption_positives, the caption texts) as integers:
+      // numeric ids as they are, others hashed (FNV-1a), the same on every rank.
       std::vector<int64_t> ids;
-      for (const auto& s : batch.image_ids) {
+      for (const auto& s : config_.caption_positives ? batch.captions : batch.image_ids) {
         char* end = nullptr;
         long long v = std::strtoll(s.c_str(), &end, 10);
         if (!s.empty() && *end == '\0') {

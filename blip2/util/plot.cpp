@@ -87,7 +87,17 @@ void plot_png(const std::string& path, const std::vector<PlotSeries>& series, co
     cairo_set_source_rgb(cr, 0.2, 0.2, 0.2);
     text(X(v), top + ph + 16, format_tick(v), 0.5, 11);
   }
-  for (double v = std::ceil(y0 / ys) * ys; v <= y1 + 1e-9 * ys; v += ys) {
+  std::vector<double> y_ticks;  // in plotted units (log10 of the value on a log axis)
+  if (o.log_y) {
+    // 1, 2 and 5 times the powers of ten in range (only the powers when they are many).
+    const bool dense = y1 - y0 < 3;
+    for (double k = std::floor(y0); k <= std::ceil(y1); ++k)
+      for (double m : {1.0, 2.0, 5.0})
+        if ((dense || m == 1.0) && k + std::log10(m) >= y0 && k + std::log10(m) <= y1) y_ticks.push_back(k + std::log10(m));
+  } else {
+    for (double v = std::ceil(y0 / ys) * ys; v <= y1 + 1e-9 * ys; v += ys) y_ticks.push_back(v);
+  }
+  for (double v : y_ticks) {
     cairo_set_source_rgb(cr, 0.9, 0.9, 0.9);
     cairo_move_to(cr, left, Y(v)), cairo_line_to(cr, left + pw, Y(v)), cairo_stroke(cr);
     cairo_set_source_rgb(cr, 0.2, 0.2, 0.2);

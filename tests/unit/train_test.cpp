@@ -349,6 +349,31 @@ TEST_F(TrainLoopTest, RetrievalModeTrainsWithImageIds) {
   EXPECT_TRUE(std::isfinite(ms.back().loss_itc));
 }
 
+TEST_F(TrainLoopTest, CaptionPositivesMakeSharedCaptionsPositives) {
+  // Two of four images share a caption: with caption_positives their pair is
+  // an ITC target (and no ITM negative), so the first step's ITC loss differs
+  // from the plain one; with distinct captions it would not.
+  cfg_.max_steps = 1;
+  auto first_itc = [&](bool caption_positives) {
+    cfg_.caption_positives = caption_positives;
+    cfg_.output_dir = dir_.file(caption_positives ? "cp" : "plain");
+    Trainer t(cfg_);
+    FixedSource src(images_, {"a red circle", "a red circle", "a small green star", "a large red square"}, 4);
+    double itc = 0;
+    t.on_step = [&](const StepMetrics& m) { itc = m.loss_itc; };
+    t.fit(src);
+    return itc;
+  };
+  const double plain = first_itc(false), shared = first_itc(true);
+  EXPECT_TRUE(std::isfinite(shared));
+  EXPECT_GT(std::abs(plain - shared), 1e-4) << plain << " vs " << shared;
+  // A stage-1 checkpoint is a retrieval model.
+  const auto cfg = nlohmann::json::parse(std::ifstream(dir_.file("cp/checkpoint-00000001/config.json")));
+  EXPECT_EQ(cfg.at("architectures"), nlohmann::json::array({"Blip2ForImageTextRetrieval"}));
+  EXPECT_THROW_WITH(TrainConfig::from_yaml_string("stage: 2\nobjective:\n  caption_positives: true\n", "s.yaml"),
+                    ConfigError, "caption_positives is a stage-1 option");
+}
+
 TEST_F(TrainLoopTest, ResumeContinuesBitExactly) {
   cfg_.max_steps = 6;
   cfg_.save_every = 3;
