@@ -421,13 +421,21 @@ int main(int argc, char** argv) {
   auto* eval = app.add_subcommand("eval", "evaluate a model on a data directory (captions.json / questions.json)");
   eval->require_subcommand(1);
   std::vector<std::pair<std::string, CLI::App*>> eval_kinds;
-  for (const char* kind : {"caption", "vqa", "retrieval"}) {
-    auto* sub = eval->add_subcommand(kind, std::string(kind) == "caption"
-                                               ? "CIDEr-D, BLEU-4 and exact match of generated captions"
-                                               : std::string(kind) == "vqa"
-                                                     ? "VQA accuracy (official normalisation) of generated answers"
-                                                     : "TR@1/5/10 and IR@1/5/10: ITC ranking, ITM re-ranking of the top k");
-    add_model_flags(sub, eval_model);
+  std::string eval_lm, eval_lm_config;
+  for (const char* kind : {"caption", "vqa", "retrieval", "text-vqa"}) {
+    const std::string k = kind;
+    auto* sub = eval->add_subcommand(
+        kind, k == "caption"  ? "CIDEr-D, BLEU-4 and exact match of generated captions"
+              : k == "vqa"    ? "VQA accuracy (official normalisation) of generated answers"
+              : k == "retrieval" ? "TR@1/5/10 and IR@1/5/10: ITC ranking, ITM re-ranking of the top k"
+                                 : "VQA accuracy of a pretrained LM alone, reading each scene's caption as text "
+                                   "where the visual prompt goes (the ceiling for zero-shot VQA)");
+    if (k == "text-vqa") {
+      sub->add_option("--lm", eval_lm, "a `blip2 pretrain lm` output directory")->required();
+      sub->add_option("--config", eval_lm_config, "the BLIP-2 config.json the LM was pretrained with")->required();
+    } else {
+      add_model_flags(sub, eval_model);
+    }
     sub->add_option("-d,--data", eval_data, "data directory (images + captions.json / questions.json)")->required();
     sub->add_flag("--json", eval_json, "print the metrics as one JSON object");
     sub->add_option("--limit", eval_opts.limit, "evaluate only the first N samples (0 = all)");
@@ -574,6 +582,11 @@ int main(int argc, char** argv) {
           po.device = eval_model.device;
           po.threads = eval_model.threads;
           metrics = blip2::evaluate_retrieval(resolve_model(eval_model.model), eval_data, eval_opts, po);
+        } else if (kind == "text-vqa") {
+          eval_opts.has_generation = true;
+          eval_opts.generation = eval_gen.apply(blip2::Pipeline::vqa_defaults());
+          metrics = blip2::evaluate_text_vqa(eval_lm, blip2::Blip2Config::from_file(eval_lm_config).text, eval_data,
+                                             eval_opts);
         } else {
           auto p = load_pipeline(eval_model, verbose);
           eval_opts.has_generation = true;

@@ -16,6 +16,10 @@
 #include "blip2/data/tokenizer.h"
 #include "blip2/model/blip2_model.h"
 #include "blip2/nn/ops.h"
+#include "blip2/data/text_batch.h"
+#include "blip2/io/tensor_store.h"
+#include "blip2/lm/language_model.h"
+#include "blip2/model/generation.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -213,6 +217,35 @@ json evaluate_captions(Pipeline& pipeline, const std::string& data_dir, const Ev
 // ---------------------------------------------------------------------------
 // VQA
 
+namespace {
+
+struct VqaSet {
+  std::vector<std::string> rel, paths, questions, types;  // types empty unless every entry has one
+  std::vector<std::vector<std::string>> answers;
+};
+
+VqaSet read_vqa_set(const std::string& data_dir, int64_t limit) {
+  const std::string file = (fs::path(data_dir) / "questions.json").string();
+  const json list =
+      read_json_list(data_dir, "questions.json", "a list of {image, question, answer: [..], question_id}");
+  const int64_t n = take(list.size(), limit);
+  VqaSet s;
+  bool has_types = true;
+  for (int64_t i = 0; i < n; ++i) has_types = has_types && list[static_cast<size_t>(i)].contains("question_type");
+  for (int64_t i = 0; i < n; ++i) {
+    const auto where = entry_where(file, static_cast<size_t>(i));
+    const json& e = list[static_cast<size_t>(i)];
+    s.rel.push_back(get_string(e, "image", where));
+    s.questions.push_back(get_string(e, "question", where));
+    s.answers.push_back(get_strings(e, "answer", where));
+    if (has_types) s.types.push_back(get_string(e, "question_type", where));
+    s.paths.push_back(resolve_image(data_dir, s.rel.back(), where));
+  }
+  return s;
+}
+
+}  // namespace
+
 json evaluate_vqa(Pipeline& pipeline, const std::string& data_dir, const EvalOptions& options) {
   const auto t0 = Clock::now();
   check_batch(options);
@@ -220,23 +253,13 @@ json evaluate_vqa(Pipeline& pipeline, const std::string& data_dir, const EvalOpt
     throw ConfigError(
         "this checkpoint is a retrieval model (Blip2ForImageTextRetrieval) without a language model: it cannot "
         "answer questions; give --model an OPT / T5 checkpoint");
-  const std::string file = (fs::path(data_dir) / "questions.json").string();
-  const json list =
-      read_json_list(data_dir, "questions.json", "a list of {image, question, answer: [..], question_id}");
-  const int64_t n = take(list.size(), options.limit);
-  std::vector<std::string> rel(n), paths(n), questions(n), types;
-  std::vector<std::vector<std::string>> answers(n);
-  bool has_types = true;
-  for (int64_t i = 0; i < n; ++i) has_types = has_types && list[static_cast<size_t>(i)].contains("question_type");
-  for (int64_t i = 0; i < n; ++i) {
-    const auto where = entry_where(file, static_cast<size_t>(i));
-    const json& e = list[static_cast<size_t>(i)];
-    rel[i] = get_string(e, "image", where);
-    questions[i] = get_string(e, "question", where);
-    answers[i] = get_strings(e, "answer", where);
-    if (has_types) types.push_back(get_string(e, "question_type", where));
-    paths[i] = resolve_image(data_dir, rel[i], where);
-  }
+  const VqaSet set = read_vqa_set(data_dir, options.limit);
+  const int64_t n = static_cast<int64_t>(set.questions.size());
+  const auto& rel = set.rel;
+  const auto& paths = set.paths;
+  const auto& questions = set.questions;
+  const auto& answers = set.answers;
+  const auto& types = set.types;
   const GenerationConfig gen = options.has_generation ? options.generation : Pipeline::vqa_defaults();
   std::vector<std::string> preds;
   preds.reserve(static_cast<size_t>(n));
@@ -267,6 +290,87 @@ json evaluate_vqa(Pipeline& pipeline, const std::string& data_dir, const EvalOpt
                        {"prediction", preds[i]},
                        {"answers", answers[i]},
                        {"accuracy", vqa_accuracy(preds[i], answers[i])}});
+  out["samples"] = samples;
+  out["seconds"] = seconds_since(t0);
+  return out;
+}
+
+json evaluate_text_vqa(const std::string& lm_dir, const TextConfig& text, const std::string& data_dir,
+                       const EvalOptions& options) {
+  const auto t0 = Clock::now();
+  check_batch(options);
+  const VqaSet set = read_vqa_set(data_dir, options.limit);
+  // The caption of every image: the first reference.
+  std::map<std::string, std::string> caption_of;
+  {
+    const std::string file = (fs::path(data_dir) / "captions.json").string();
+    const json caps = read_json_list(data_dir, "captions.json", "a list of {image, caption: [..], image_id}");
+    for (size_t i = 0; i < caps.size(); ++i) {
+      const auto where = entry_where(file, i);
+      const auto refs = get_strings(caps[i], "caption", where);
+      if (refs.empty()) throw InputError(where + ": \"caption\" is an empty list");
+      caption_of[resolve_image(data_dir, get_string(caps[i], "image", where), where)] = refs.front();
+    }
+  }
+  auto tok = load_tokenizer(lm_dir);
+  auto lm = make_language_model(text);
+  {
+    const auto store = io::TensorStore::open((fs::path(lm_dir) / "model.safetensors").string());
+    torch::NoGradGuard g;
+    for (auto& p : lm->named_parameters(true)) {
+      if (!store.has(p.key()))
+        throw CheckpointError("'" + lm_dir + "/model.safetensors' lacks '" + p.key() +
+                              "'; give a `blip2 pretrain lm` output whose dimensions match text_config");
+      auto t = store.get(p.key());
+      if (t.sizes() != p.value().sizes())
+        throw CheckpointError("'" + lm_dir + "/model.safetensors': '" + p.key() + "' has another shape than "
+                              "text_config gives; use the config the LM was pretrained with");
+      p.value().copy_(t);
+    }
+  }
+  lm->eval();
+  torch::NoGradGuard g;
+  const bool t5 = text.is_encoder_decoder();
+  const std::string tmpl = options.prompt_template.empty()
+                               ? (t5 ? "Question: {} Short answer:" : "Question: {} Answer:")
+                               : options.prompt_template;
+  const size_t at = tmpl.find("{}");
+  if (at == std::string::npos) throw InputError("prompt template '" + tmpl + "' has no {} where the question goes");
+  GenerationConfig gen = options.has_generation ? options.generation : Pipeline::vqa_defaults();
+  const int64_t pad = tok->pad_id().value_or(text.pad_token_id());
+  const int64_t n = static_cast<int64_t>(set.questions.size());
+  std::vector<std::string> preds;
+  report(options, 0, n);
+  for (int64_t b = 0; b < n; b += options.batch_size) {
+    const int64_t e = std::min<int64_t>(n, b + options.batch_size);
+    std::vector<std::vector<int64_t>> rows;
+    for (int64_t i = b; i < e; ++i) {
+      auto it = caption_of.find(set.paths[static_cast<size_t>(i)]);
+      if (it == caption_of.end())
+        throw InputError("questions.json asks about '" + set.rel[static_cast<size_t>(i)] +
+                         "', which captions.json does not caption; text VQA reads the scene from its caption");
+      std::vector<int64_t> row = tok->encode(it->second, false);
+      const std::string prompt = tmpl.substr(0, at) + set.questions[static_cast<size_t>(i)] + tmpl.substr(at + 2);
+      for (int64_t id : tok->encode(prompt, true)) row.push_back(id);  // OPT: BOS first; T5: </s> last
+      rows.push_back(std::move(row));
+    }
+    auto [ids, mask] = pad_batch(rows, pad, /*left_pad=*/!t5);
+    auto out = generate(*lm, lm->embed_tokens(ids), mask, gen, text.eos_token_id(), text.pad_token_id());
+    auto seqs = out.sequences.to(torch::kCPU);
+    for (int64_t r = 0; r < seqs.size(0); ++r) {
+      std::vector<int64_t> t(seqs[r].data_ptr<int64_t>(), seqs[r].data_ptr<int64_t>() + seqs.size(1));
+      preds.push_back(text::py_strip(tok->decode(t, /*skip_special_tokens=*/true)));
+    }
+    report(options, e, n);
+  }
+  json out = vqa_metrics(preds, set.answers, set.types);
+  json samples = json::array();
+  for (int64_t i = 0; i < std::min<int64_t>(n, options.num_samples); ++i)
+    samples.push_back({{"image", set.rel[i]},
+                       {"question", set.questions[i]},
+                       {"prediction", preds[i]},
+                       {"answers", set.answers[i]},
+                       {"accuracy", vqa_accuracy(preds[i], set.answers[i])}});
   out["samples"] = samples;
   out["seconds"] = seconds_since(t0);
   return out;

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "blip2/blip2.h"
+#include "blip2/config/config.h"
 #include "blip2/eval/metrics.h"
 #include "blip2/model/generation.h"
 
@@ -84,6 +85,16 @@ nlohmann::json evaluate_captions(Pipeline& pipeline, const std::string& data_dir
 //  "samples": [{"image", "question", "prediction", "answers", "accuracy"}, ..]}:
 // data_dir/questions.json answered through Pipeline::answer in batches.
 nlohmann::json evaluate_vqa(Pipeline& pipeline, const std::string& data_dir, const EvalOptions& options = {});
+
+// The frozen LM alone, reading each question's scene as text: the first
+// reference caption of its image (captions.json) stands in the context slot
+// where BLIP-2 puts the visual prompt (LmText, docs/pretraining.md), then the
+// VQA prompt; answers decoded as evaluate_vqa does (same output). The LM
+// directory is a `blip2 pretrain lm` output (model.safetensors under the LM's
+// own names + tokenizer); `text` its dimensions. What zero-shot VQA through
+// the Q-Former could reach if the queries carried the caption perfectly.
+nlohmann::json evaluate_text_vqa(const std::string& lm_dir, const TextConfig& text, const std::string& data_dir,
+                                 const EvalOptions& options = {});
 
 // ---- retrieval ----
 

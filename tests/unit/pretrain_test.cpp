@@ -17,6 +17,8 @@
 #include "blip2/train/losses.h"
 #include "blip2/train/trainer.h"
 #include "blip2/train/vit_pretrain.h"
+#include "blip2/eval/evaluate.h"
+#include "blip2/data/tokenizer_train.h"
 #include "blip2/util/error.h"
 #include "e2e_util.h"
 #include "model_fixtures.h"
@@ -125,6 +127,53 @@ TEST(PretrainTest, TinyOptLearnsAndLoadsIntoBlip2) {
   EXPECT_TRUE(names.count("model.decoder.embed_tokens.weight"));
   auto tok = load_tokenizer(out.path());
   expect_loads_identically(mc, *r.model, out.path(), *tok);
+}
+
+TEST(PretrainTest, TextVqaReadsTheCaptionWhereTheLmLearnedTo) {
+  // An OPT that memorised the shapes corpus of six scenes answers their
+  // questions when evaluate_text_vqa lays the caption and prompt out as the
+  // pretraining did (context, BOS, prompt); the corpus of (n, seed) describes
+  // exactly the train split generate_split(n, seed) renders.
+  TempDir data, tok_dir, lm_dir;
+  shapes::generate_split(data.path(), shapes::Split::kTrain, 6, 3, 32);
+  const auto lines = shapes::corpus_lines(6, 3, "Question: {} Answer:");
+  std::vector<std::string> fields;
+  for (const auto& l : lines)
+    for (size_t from = 0, tab = 0; tab != std::string::npos; from = tab + 1) {
+      tab = l.find('\t', from);
+      fields.push_back(l.substr(from, tab == std::string::npos ? std::string::npos : tab - from));
+    }
+  TokenizerTrainOptions to;
+  to.kind = "bpe";
+  to.vocab_size = 160;
+  const auto rep = train_tokenizer(fields, tok_dir.path(), to);
+  auto mc = test::tiny_config("opt");
+  mc.text.opt.vocab_size = rep.vocab_size;
+  mc.text.opt.eos_token_id = 4;  // "\n" ends texts (the shapes OPT config)
+  mc.text.opt.max_position_embeddings = 64;
+  LmPretrainConfig c;
+  c.text = mc.text;
+  c.tokenizer_dir = tok_dir.path();
+  for (size_t i = 0; i < lines.size(); ++i) c.texts.push_back(parse_lm_text(lines[i], "corpus"));
+  c.steps = 300;
+  c.batch_size = 16;
+  c.max_len = 64;
+  c.optim = fast_optim(c.steps, 1e-2);
+  auto r = pretrain_language_model(c);
+  save_language_model(*r.model, lm_dir.path(), tok_dir.path());
+
+  EvalOptions o;
+  o.batch_size = 4;
+  o.has_generation = true;
+  o.generation.num_beams = 1;
+  o.generation.max_new_tokens = 4;
+  const auto m = evaluate_text_vqa(lm_dir.path(), mc.text, data.path(), o);
+  const auto qs = nlohmann::json::parse(std::ifstream(data.file("questions.json")));
+  EXPECT_EQ(m.at("count").get<size_t>(), qs.size());
+  std::cout << "[pretrain] text VQA accuracy of a memorising OPT " << m.at("accuracy") << " (loss "
+            << r.losses.back() << ")\n";
+  EXPECT_GT(m.at("accuracy").get<double>(), 0.6);
+  EXPECT_THROW_WITH(evaluate_text_vqa(tok_dir.path(), mc.text, data.path(), o), Error, "model.safetensors");
 }
 
 TEST(PretrainTest, TinyT5LearnsPrefixLmAndLoadsIntoBlip2) {
