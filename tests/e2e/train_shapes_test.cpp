@@ -38,6 +38,9 @@ TEST(TrainShapesTest, QuickRecipeRunsEveryStageAndLearns) {
       EXPECT_EQ(read(std::string("eval_caption_") + lm + "_" + split + ".json").at("count"), 16);
       EXPECT_GT(read(std::string("eval_vqa_") + lm + "_" + split + ".json").at("count").get<int>(), 16);
     }
+  for (const char* lm : {"opt", "t5"})
+    for (const char* split : {"test", "compositional"})
+      EXPECT_GT(read(std::string("eval_text-vqa_") + lm + "_" + split + ".json").at("count").get<int>(), 16);
   for (const char* r : {"retrieval", "retrieval_no_itg"})
     for (const char* split : {"test", "compositional"}) {
       const auto m = read(std::string("eval_retrieval_") + r + "_" + split + ".json");

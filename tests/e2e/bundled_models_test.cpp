@@ -1,0 +1,97 @@
+// The shapes-world models bundled under models/shapes/ (issue 5): the README's
+// first commands run on them with nothing but an image, every bundled model
+// loads and runs, the bundle stays within 30 MB, and the models still reach
+// (a margin below) the zero-shot quality docs/results.md reports, so an
+// inference regression shows up here.
+#include <cstdlib>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <set>
+
+#include "blip2/data/shapes.h"
+#include "e2e_util.h"
+
+namespace blip2 {
+namespace {
+
+namespace fs = std::filesystem;
+using test::q;
+using test::run_cli;
+
+// Floors well below what the bundled models measure on these 60 images (the
+// first 60 of the test split: TR@5 100, VQA accuracy 0.32, CIDEr-D 5.6;
+// docs/results.md has the 500-image numbers): they catch a broken inference
+// path (garbage scores near 0), not noise.
+constexpr double kTr5Floor = 80.0, kVqaFloor = 0.2, kCiderFloor = 3.0;
+
+std::string models() { return std::string(BLIP2_SOURCE_DIR) + "/models/shapes"; }
+std::string example() { return std::string(BLIP2_SOURCE_DIR) + "/examples/shapes-1.png"; }
+
+// The caption grammar of docs/shapes.md.
+const std::regex& caption_grammar() {
+  static const std::string obj = "a (small|large) (red|green|blue|yellow|purple|orange) (circle|square|triangle|star)";
+  static const std::regex re("^" + obj + "((( to the left of| to the right of| above| below) " + obj + ")|(, " + obj +
+                             " and " + obj + "))?$");
+  return re;
+}
+
+class BundledModelsTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ::unsetenv("BLIP2_MODEL"); }  // the bundled default, not a developer's
+};
+
+TEST_F(BundledModelsTest, EveryModelIsCompleteAndTheBundleFitsIn30MB) {
+  uintmax_t total = 0;
+  for (const char* m : {"opt", "t5", "retrieval"}) {
+    const fs::path dir = fs::path(models()) / m;
+    for (const char* f : {"config.json", "model.safetensors", "preprocessor_config.json", "tokenizer_config.json"})
+      EXPECT_TRUE(fs::exists(dir / f)) << (dir / f);
+    for (const auto& e : fs::recursive_directory_iterator(dir))
+      if (e.is_regular_file()) total += e.file_size();
+  }
+  EXPECT_TRUE(fs::exists(fs::path(models()) / "opt" / "vocab.json"));
+  EXPECT_TRUE(fs::exists(fs::path(models()) / "t5" / "spiece.model"));
+  EXPECT_TRUE(fs::exists(fs::path(models()) / "retrieval" / "vocab.txt"));
+  EXPECT_LE(total, 30u * 1024 * 1024);
+}
+
+TEST_F(BundledModelsTest, ReadmeCommandsNeedOnlyAnImage) {
+  auto r = run_cli("caption --json " + q(example()));
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto cap = nlohmann::json::parse(r.out);
+  EXPECT_TRUE(std::regex_match(cap.at("text").get<std::string>(), caption_grammar())) << r.out;
+
+  // The default is the bundled OPT model. (Its answer to this question is not
+  // checked: zero-shot VQA through it is 33% accurate, docs/results.md.)
+  r = run_cli("--verbose ask --json " + q(example()) + " 'what color is the star?'");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("models/shapes/opt"), std::string::npos) << r.err;
+  EXPECT_FALSE(nlohmann::json::parse(r.out).at("text").get<std::string>().empty()) << r.out;
+}
+
+TEST_F(BundledModelsTest, T5AndRetrievalModelsRunAndKeepTheirQuality) {
+  test::TempDir d;
+  shapes::generate_split(d.file("test"), shapes::Split::kTest, 60, 7, 64);
+  const std::string data = q(d.file("test"));
+
+  auto r = run_cli("caption --json --model " + q(models() + "/t5") + " " + q(example()));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_FALSE(nlohmann::json::parse(r.out).at("text").get<std::string>().empty());
+
+  r = run_cli("eval retrieval --json --model " + q(models() + "/retrieval") + " --data " + data);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto ret = nlohmann::json::parse(r.out);
+  EXPECT_GE(ret.at("txt_r5").get<double>(), kTr5Floor) << r.out.substr(0, 400);
+
+  r = run_cli("eval vqa --json --model " + q(models() + "/opt") + " --data " + data);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_GE(nlohmann::json::parse(r.out).at("accuracy").get<double>(), kVqaFloor);
+
+  r = run_cli("eval caption --json --model " + q(models() + "/opt") + " --data " + data);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_GE(nlohmann::json::parse(r.out).at("cider").get<double>(), kCiderFloor);
+}
+
+}  // namespace
+}  // namespace blip2
