@@ -93,7 +93,7 @@ bool Pipeline::has_retrieval_heads() const { return impl_->model->parts().retrie
 double Pipeline::load_seconds() const { return impl_->load_seconds; }
 
 std::string Pipeline::vqa_prompt_template() const {
-  return config().text.is_encoder_decoder() ? "Question: {} Short answer:" : "Question: {} Answer:";
+  return config().text.vqa_template();
 }
 
 at::Tensor Pipeline::pixel_values(const std::vector<Image>& images) const {
@@ -180,13 +180,10 @@ std::vector<TextResult> Pipeline::answer(const std::vector<Image>& images, const
     throw InputError("got " + std::to_string(images.size()) + " images but " + std::to_string(questions.size()) +
                      " questions; give one question per image");
   const std::string tmpl = prompt_template.empty() ? vqa_prompt_template() : prompt_template;
-  const auto at = tmpl.find("{}");
-  if (at == std::string::npos)
-    throw InputError("prompt template '" + tmpl + "' has no {} where the question goes");
   std::vector<std::string> prompts;
   for (const auto& q : questions) {
+    prompts.push_back(text::fill_template(tmpl, q));  // InputError for a template without {}
     if (text::py_strip(q).empty()) throw InputError("the question is empty; ask something about the image");
-    prompts.push_back(tmpl.substr(0, at) + q + tmpl.substr(at + 2));
   }
   // Models fine-tuned for VQA also read the question in the Q-Former.
   return generate_with_qformer_text(images, prompts, questions, generation);

@@ -692,10 +692,7 @@ int main(int argc, char** argv) {
       std::vector<std::string> texts;
       // A corpus line may hold several texts separated by tabs (shapes corpus).
       for (std::string line; std::getline(in, line);)
-        for (size_t from = 0, tab = 0; tab != std::string::npos; from = tab + 1) {
-          tab = line.find('\t', from);
-          texts.push_back(line.substr(from, tab == std::string::npos ? std::string::npos : tab - from));
-        }
+        for (auto& field : blip2::text::split_fields(line, '\t')) texts.push_back(std::move(field));
       auto r = blip2::train_tokenizer(texts, tt_out, tt);
       std::printf("wrote a %s tokenizer of %lld tokens to %s\n", tt.kind.c_str(), static_cast<long long>(r.vocab_size),
                   tt_out.c_str());

@@ -106,6 +106,8 @@ struct TextConfig {
   // The token BLIP-2 puts in front of generated text: BOS for decoder-only
   // models, the decoder start token for encoder-decoder models.
   int64_t bos_token_id() const { return model_type == "t5" ? t5.decoder_start_token_id : opt.bos_token_id; }
+  // BLIP-2's zero-shot VQA prompt for this LLM family (LAVIS): "{}" is the question.
+  const char* vqa_template() const { return model_type == "t5" ? "Question: {} Short answer:" : "Question: {} Answer:"; }
 };
 
 // Blip2Config

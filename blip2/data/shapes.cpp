@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 #include <system_error>
 
+#include "blip2/data/tokenizer.h"
 #include "blip2/util/error.h"
 
 namespace blip2::shapes {
@@ -518,8 +519,7 @@ void write_png(const std::string& path, const Image& image) {
 
 std::vector<std::string> corpus_lines(int count, uint64_t seed, const std::string& vqa_template) {
   if (count < 0) throw ConfigError("[shapes] corpus count must be >= 0, got " + std::to_string(count));
-  const size_t at = vqa_template.find("{}");
-  if (at == std::string::npos)
+  if (vqa_template.find("{}") == std::string::npos)
     throw ConfigError("[shapes] the VQA template '" + vqa_template + "' has no {} where the question goes");
   std::vector<std::string> lines;
   for (int i = 0; i < count; ++i) {
@@ -528,8 +528,7 @@ std::vector<std::string> corpus_lines(int count, uint64_t seed, const std::strin
     const auto captions = scene_captions(scene);
     for (const auto& c : captions) lines.push_back(c + "\t\t" + c);
     for (const auto& q : scene_questions(scene, rng, Split::kTrain))
-      lines.push_back(captions.front() + "\t" + vqa_template.substr(0, at) + q.question +
-                      vqa_template.substr(at + 2) + "\t" + q.answer);
+      lines.push_back(captions.front() + "\t" + text::fill_template(vqa_template, q.question) + "\t" + q.answer);
   }
   return lines;
 }

@@ -177,6 +177,20 @@ std::string py_strip(const std::string& s) {
   return to_utf8(u.substr(b, e - b));
 }
 
+std::vector<std::string> split_fields(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  size_t from = 0;
+  for (size_t at; (at = s.find(sep, from)) != std::string::npos; from = at + 1) out.push_back(s.substr(from, at - from));
+  out.push_back(s.substr(from));
+  return out;
+}
+
+std::string fill_template(const std::string& tmpl, const std::string& value) {
+  const size_t at = tmpl.find("{}");
+  if (at == std::string::npos) throw InputError("prompt template '" + tmpl + "' has no {} where the question goes");
+  return tmpl.substr(0, at) + value + tmpl.substr(at + 2);
+}
+
 std::vector<std::string> py_split(const std::string& s) {
   std::vector<std::string> out;
   std::string cur;

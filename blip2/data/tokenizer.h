@@ -229,6 +229,11 @@ std::string clean_up_tokenization(const std::string& s);
 std::string read_file(const std::string& path, const std::string& what);
 // 1-based line of byte `offset` in `s`.
 int64_t line_of_offset(const std::string& s, size_t offset);
+// The fields of `s` between `sep` characters: ("a\tb", '\t') -> {"a", "b"}; "" -> {""}.
+std::vector<std::string> split_fields(const std::string& s, char sep);
+// `tmpl` with its first "{}" replaced by `value` (prompt templates such as
+// "Question: {} Answer:"); InputError naming the template when it has none.
+std::string fill_template(const std::string& tmpl, const std::string& value);
 }  // namespace text
 
 }  // namespace blip2

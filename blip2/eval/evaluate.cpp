@@ -331,11 +331,8 @@ json evaluate_text_vqa(const std::string& lm_dir, const TextConfig& text, const 
   lm->eval();
   torch::NoGradGuard g;
   const bool t5 = text.is_encoder_decoder();
-  const std::string tmpl = options.prompt_template.empty()
-                               ? (t5 ? "Question: {} Short answer:" : "Question: {} Answer:")
-                               : options.prompt_template;
-  const size_t at = tmpl.find("{}");
-  if (at == std::string::npos) throw InputError("prompt template '" + tmpl + "' has no {} where the question goes");
+  const std::string tmpl = options.prompt_template.empty() ? text.vqa_template() : options.prompt_template;
+  text::fill_template(tmpl, "");  // InputError for a template without {}, before any work
   GenerationConfig gen = options.has_generation ? options.generation : Pipeline::vqa_defaults();
   const int64_t pad = tok->pad_id().value_or(text.pad_token_id());
   const int64_t n = static_cast<int64_t>(set.questions.size());
@@ -350,8 +347,7 @@ json evaluate_text_vqa(const std::string& lm_dir, const TextConfig& text, const 
         throw InputError("questions.json asks about '" + set.rel[static_cast<size_t>(i)] +
                          "', which captions.json does not caption; text VQA reads the scene from its caption");
       std::vector<int64_t> row = tok->encode(it->second, false);
-      const std::string prompt = tmpl.substr(0, at) + set.questions[static_cast<size_t>(i)] + tmpl.substr(at + 2);
-      for (int64_t id : tok->encode(prompt, true)) row.push_back(id);  // OPT: BOS first; T5: </s> last
+      for (int64_t id : tok->encode(text::fill_template(tmpl, set.questions[static_cast<size_t>(i)]), true)) row.push_back(id);  // OPT: BOS first; T5: </s> last
       rows.push_back(std::move(row));
     }
     auto [ids, mask] = pad_batch(rows, pad, /*left_pad=*/!t5);

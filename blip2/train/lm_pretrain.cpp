@@ -38,10 +38,7 @@ std::string join(const std::vector<std::string>& w, size_t from, size_t to) {
 }  // namespace
 
 LmText parse_lm_text(const std::string& line, const std::string& where) {
-  std::vector<std::string> f;
-  size_t from = 0;
-  for (size_t tab; (tab = line.find('\t', from)) != std::string::npos; from = tab + 1) f.push_back(line.substr(from, tab - from));
-  f.push_back(line.substr(from));
+  const std::vector<std::string> f = text::split_fields(line, '\t');
   if (f.size() != 1 && f.size() != 3)
     throw InputError(where + ": a corpus line is a text, or context<TAB>prompt<TAB>target; this one has " +
                      std::to_string(f.size() - 1) + " tabs");
@@ -81,6 +78,8 @@ LmPretrainResult pretrain_language_model(const LmPretrainConfig& c,
   auto ids_of = [&](const std::string& t, bool special) {
     return t.empty() && !special ? std::vector<int64_t>{} : tok->encode(t, special);
   };
+  // The special tokens the tokenizer puts in front of a text (OPT: BOS).
+  const std::vector<int64_t> bos = tok->encode("", true);
 
   for (int64_t step = 0; step < c.steps; ++step) {
     set_learning_rate(*opt, learning_rate(c.optim, step));
@@ -88,8 +87,6 @@ LmPretrainResult pretrain_language_model(const LmPretrainConfig& c,
     torch::Tensor loss;
     if (!t5) {
       // context, BOS, prompt + " " + target + "\n"; BOS and pads are not targets.
-      // The special tokens the tokenizer puts in front of a text (OPT: BOS).
-      const std::vector<int64_t> bos = tok->encode("", true);
       std::vector<std::vector<int64_t>> rows, targets;
       for (int64_t b = 0; b < c.batch_size; ++b) {
         const LmText& t = c.texts[static_cast<size_t>(draw(rng, n))];

@@ -228,16 +228,13 @@ std::map<std::string, torch::Tensor> Trainer::losses(const TrainBatch& batch) {
   if (config_.mode == "vqa") {
     // Records carry "question \x1f answer" (see data_source.cpp).
     std::vector<std::string> questions, prompts, answers;
-    std::string tmpl = config_.vqa_template.empty()
-                           ? (text_cfg.is_encoder_decoder() ? "Question: {} Short answer:" : "Question: {} Answer:")
-                           : config_.vqa_template;
-    const auto at = tmpl.find("{}");
+    const std::string tmpl = config_.vqa_template.empty() ? text_cfg.vqa_template() : config_.vqa_template;
     for (const auto& c : batch.captions) {
       const auto sep = c.find('\x1f');
       const std::string q = sep == std::string::npos ? c : c.substr(0, sep);
       const std::string a = sep == std::string::npos ? std::string() : c.substr(sep + 1);
       questions.push_back(q);
-      prompts.push_back(tmpl.substr(0, at) + q + tmpl.substr(at + 2));
+      prompts.push_back(text::fill_template(tmpl, q));
       answers.push_back(a);
     }
     auto [qids, qmask] = tokenize_batch(*qformer_tok_, questions, config_.max_txt_len, qformer_tok_->pad_id().value_or(0));
@@ -562,7 +559,8 @@ void Trainer::fit(BatchSource& data) {
     auto m = train_step(data);
     window.loss += m.loss, window.loss_itc += m.loss_itc, window.loss_itm += m.loss_itm, window.loss_lm += m.loss_lm;
     ++in_window;
-    if (coll_.rank() == 0 && (step_ % config_.log_every == 0 || step_ == config_.max_steps)) {
+    const bool log_now = step_ % config_.log_every == 0 || step_ == config_.max_steps;
+    if (coll_.rank() == 0 && log_now) {
       StepMetrics logged = m;
       const double n = static_cast<double>(in_window);
       logged.loss = window.loss / n, logged.loss_itc = window.loss_itc / n;
@@ -570,7 +568,7 @@ void Trainer::fit(BatchSource& data) {
       std::ofstream out(metrics, std::ios::app);
       out << logged.to_json().dump() << "\n";
     }
-    if (step_ % config_.log_every == 0 || step_ == config_.max_steps) window = StepMetrics{}, in_window = 0;
+    if (log_now) window = StepMetrics{}, in_window = 0;
     if (on_step) on_step(m);
     if (step_ % config_.save_every == 0 || step_ == config_.max_steps) save_checkpoint(&data);
   }

@@ -69,12 +69,6 @@ nlohmann::json read_scenes(const std::string& data_dir) {
 
 int64_t grid_of(const VisionConfig& v) { return v.image_size / v.patch_size; }
 
-// The patch holding (x, y) in scene pixels.
-int64_t patch_at(double x, double y, double scene_size, int64_t grid) {
-  auto cell = [&](double v) { return std::clamp<int64_t>(static_cast<int64_t>(v / scene_size * grid), 0, grid - 1); };
-  return cell(y) * grid + cell(x);
-}
-
 SceneSet load_scene_set(const VisionConfig& vision, const std::string& data_dir) {
   const auto scenes = read_scenes(data_dir);
   ImageProcessorConfig pc;
@@ -89,11 +83,7 @@ SceneSet load_scene_set(const VisionConfig& vision, const std::string& data_dir)
       pixels.push_back(preprocess(image, pc));
       auto t = shape_patch_targets(s, image, grid);
       shape.push_back(t.shape), color.push_back(t.color), size.push_back(t.size), counts.push_back(t.count);
-      const double side = s.at("image_size").get<double>();
-      std::vector<int64_t> centres;
-      for (const auto& o : s.at("objects"))
-        centres.push_back(patch_at(o.at("cx").get<double>(), o.at("cy").get<double>(), side, grid));
-      set.centre_patch.push_back(std::move(centres));
+      set.centre_patch.push_back(std::move(t.centre_patch));
     } catch (const nlohmann::json::exception& e) {
       throw InputError("[pretrain_vision] '" + data_dir + "/scenes.json': " + e.what());
     }
@@ -174,6 +164,7 @@ ShapePatchTargets shape_patch_targets(const nlohmann::json& scene, const Image& 
       }
     const double patch_pixels = static_cast<double>(S) * S / static_cast<double>(grid * grid);
     const int64_t centre_patch = cell(std::clamp(static_cast<int>(cy), 0, S - 1)) * grid + cell(std::clamp(static_cast<int>(cx), 0, S - 1));
+    t.centre_patch.push_back(centre_patch);
     for (int64_t p = 0; p < grid * grid; ++p) {
       const double f = cover[static_cast<size_t>(p)] / patch_pixels;
       if (p == centre_patch || f >= 0.2) {

@@ -50,6 +50,7 @@ struct VitPretrainResult {
 struct ShapePatchTargets {
   torch::Tensor shape, color, size;  // (grid * grid,) int64
   int64_t count = 0;
+  std::vector<int64_t> centre_patch;  // per object, the patch holding its centre
 };
 ShapePatchTargets shape_patch_targets(const nlohmann::json& scene, const Image& image, int64_t grid);
 

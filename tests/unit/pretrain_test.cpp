@@ -139,10 +139,7 @@ TEST(PretrainTest, TextVqaReadsTheCaptionWhereTheLmLearnedTo) {
   const auto lines = shapes::corpus_lines(6, 3, "Question: {} Answer:");
   std::vector<std::string> fields;
   for (const auto& l : lines)
-    for (size_t from = 0, tab = 0; tab != std::string::npos; from = tab + 1) {
-      tab = l.find('\t', from);
-      fields.push_back(l.substr(from, tab == std::string::npos ? std::string::npos : tab - from));
-    }
+    for (auto& f : text::split_fields(l, '\t')) fields.push_back(std::move(f));
   TokenizerTrainOptions to;
   to.kind = "bpe";
   to.vocab_size = 160;
@@ -268,6 +265,7 @@ TEST(PretrainTest, TinyVitLearnsShapeAttributesAndLoadsIntoBlip2) {
   EXPECT_EQ(t.shape[0 * 4 + 3].item<int64_t>(), 1 + 0);  // the circle's centre patch
   EXPECT_EQ(t.shape[3 * 4 + 3].item<int64_t>(), 0);      // background
   EXPECT_EQ(t.shape[3 * 4 + 0].item<int64_t>(), 0);
+  EXPECT_EQ(t.centre_patch, (std::vector<int64_t>{1 * 4 + 1, 0 * 4 + 3}));
   // Every patch the star covers by >= 20% is the star's; none is unlabelled
   // far from both objects.
   int64_t star_patches = 0;

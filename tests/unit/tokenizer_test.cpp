@@ -59,6 +59,15 @@ TEST(TokenizerTextTest, ValidateUtf8NamesTheByteOffset) {
   EXPECT_THROW_WITH(text::validate_utf8("x\xC0\xAF", "text"), InputError, "byte offset 1");     // overlong
 }
 
+TEST(TokenizerTextTest, FieldsAndPromptTemplates) {
+  EXPECT_EQ(text::split_fields("a\t\tb", '\t'), (std::vector<std::string>{"a", "", "b"}));
+  EXPECT_EQ(text::split_fields("", '\t'), (std::vector<std::string>{""}));
+  EXPECT_EQ(text::split_fields("x\t", '\t'), (std::vector<std::string>{"x", ""}));
+  EXPECT_EQ(text::fill_template("Question: {} Answer:", "why?"), "Question: why? Answer:");
+  EXPECT_EQ(text::fill_template("{} and {}", "a"), "a and {}");  // the first slot only
+  EXPECT_THROW_WITH(text::fill_template("Question:", "q"), InputError, "has no {}");
+}
+
 TEST(TokenizerTextTest, PythonWhitespaceSplitAndStrip) {
   EXPECT_EQ(text::py_split(" a\tb\xE3\x80\x80" "c\xC2\x85" "d\xE2\x80\xA8 "),
             (std::vector<std::string>{"a", "b", "c", "d"}));
