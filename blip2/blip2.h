@@ -33,11 +33,13 @@ class Tokenizer;
 struct ImageProcessorConfig;
 struct Blip2Config;
 
-struct PipelineOptions {
+// Where and how a model runs.
+struct RuntimeOptions {
   std::string dtype = "float32";  // "float32" | "bfloat16" | "float16"
   std::string device = "cpu";     // "cpu", "cuda", "cuda:1" (a CUDA build of libtorch)
   int threads = 0;                // intra-op threads; 0 = libtorch's default
 };
+using PipelineOptions = RuntimeOptions;
 
 struct TextResult {
   std::string text;                // decoded, special tokens skipped, stripped

@@ -29,7 +29,7 @@ inline Blip2Config tiny_config(const std::string& lm = "opt") {
   c.qformer.max_position_embeddings = 20;
   c.num_query_tokens = 5;
   c.image_text_hidden_size = 8;
-  c.text.model_type = lm;
+  c.text.family = lm == "t5" ? LmFamily::kT5 : LmFamily::kOpt;
   if (lm == "opt") {
     auto& o = c.text.opt;
     o.vocab_size = 60;

@@ -648,7 +648,7 @@ int main(int argc, char** argv) {
         blip2::save_language_model(*r.model, pre_out_path, pre_tok);
         write_metrics(r.losses);
         if (tty) std::fprintf(stderr, "\n");
-        std::printf("pretrained %s LM for %lld steps: loss %.4f -> %.4f; wrote %s\n", cfg.text.model_type.c_str(),
+        std::printf("pretrained %s LM for %lld steps: loss %.4f -> %.4f; wrote %s\n", blip2::lm_family_name(cfg.text.family),
                     static_cast<long long>(pre_steps), r.losses.front(), r.losses.back(), pre_out_path.c_str());
       } else {
         auto r = blip2::pretrain_vision(cfg.vision, pre_data, pre_steps, pre_batch, o, pre_seed, show, pre_eval);

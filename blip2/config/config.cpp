@@ -81,6 +81,14 @@ void known_activation(const std::string& act, const std::string& name) {
 
 }  // namespace
 
+const char* lm_family_name(LmFamily family) {
+  switch (family) {
+    case LmFamily::kOpt: return "opt";
+    case LmFamily::kT5: return "t5";
+  }
+  return "?";
+}
+
 Blip2Config Blip2Config::from_json_string(const std::string& text, const std::string& source) {
   json root;
   try {
@@ -151,8 +159,10 @@ Blip2Config Blip2Config::from_json_string(const std::string& text, const std::st
   {
     const json& t = sub_object(root, "text_config", source);
     Reader r{t, source + ": text_config"};
-    r.str("model_type", c.text.model_type);
-    if (c.text.model_type == "opt") {
+    std::string model_type = lm_family_name(c.text.family);
+    r.str("model_type", model_type);
+    if (model_type == lm_family_name(LmFamily::kOpt)) {
+      c.text.family = LmFamily::kOpt;
       auto& o = c.text.opt;
       r.i64("vocab_size", o.vocab_size);
       r.i64("hidden_size", o.hidden_size);
@@ -172,7 +182,8 @@ Blip2Config Blip2Config::from_json_string(const std::string& text, const std::st
       r.token("eos_token_id", o.eos_token_id);
       r.token("pad_token_id", o.pad_token_id);
       if (o.word_embed_proj_dim < 0) o.word_embed_proj_dim = o.hidden_size;
-    } else if (c.text.model_type == "t5") {
+    } else if (model_type == lm_family_name(LmFamily::kT5)) {
+      c.text.family = LmFamily::kT5;
       auto& o = c.text.t5;
       r.i64("vocab_size", o.vocab_size);
       r.i64("d_model", o.d_model);
@@ -202,7 +213,7 @@ Blip2Config Blip2Config::from_json_string(const std::string& text, const std::st
                           "' is not valid; use 'relu', 'gelu', 'gated-gelu' or 'gated-relu'");
       if (o.dense_act_fn == "gelu" && o.is_gated_act) o.dense_act_fn = "gelu_new";
     } else {
-      throw ConfigError(source + ": text_config.model_type '" + c.text.model_type +
+      throw ConfigError(source + ": text_config.model_type '" + model_type +
                         "' is not supported (supported: opt, t5)");
     }
   }
@@ -260,8 +271,10 @@ void Blip2Config::validate(const std::string& source) const {
   positive(num_query_tokens, s + "num_query_tokens");
   positive(image_text_hidden_size, s + "image_text_hidden_size");
 
-  if (text.model_type == "opt") {
+  int64_t vocab_size = 0;
+  if (text.family == LmFamily::kOpt) {
     const auto& o = text.opt;
+    vocab_size = o.vocab_size;
     positive(o.vocab_size, s + "text_config.vocab_size");
     positive(o.hidden_size, s + "text_config.hidden_size");
     positive(o.num_hidden_layers, s + "text_config.num_hidden_layers");
@@ -276,6 +289,7 @@ void Blip2Config::validate(const std::string& source) const {
     known_activation(o.activation_function, s + "text_config.activation_function");
   } else {
     const auto& o = text.t5;
+    vocab_size = o.vocab_size;
     positive(o.vocab_size, s + "text_config.vocab_size");
     positive(o.d_model, s + "text_config.d_model");
     positive(o.d_kv, s + "text_config.d_kv");
@@ -288,10 +302,10 @@ void Blip2Config::validate(const std::string& source) const {
              s + "text_config.relative_attention_max_distance");
     known_activation(o.dense_act_fn, s + "text_config.dense_act_fn");
   }
-  if (image_token_index && (*image_token_index < 0 || *image_token_index >= text.vocab_size()))
+  if (image_token_index && (*image_token_index < 0 || *image_token_index >= vocab_size))
     throw ConfigError(s + "image_token_index " + std::to_string(*image_token_index) +
                       " is outside the language model's vocabulary (size " +
-                      std::to_string(text.vocab_size()) + ")");
+                      std::to_string(vocab_size) + ")");
 }
 
 Blip2Config Blip2Config::from_file(const std::string& path) {
@@ -344,9 +358,9 @@ std::string Blip2Config::to_json_string() const {
                          {"use_qformer_text_input", qformer.use_qformer_text_input},
                          {"hidden_dropout_prob", qformer.hidden_dropout_prob},
                          {"attention_probs_dropout_prob", qformer.attention_probs_dropout_prob}};
-  if (text.model_type == "opt") {
+  if (text.family == LmFamily::kOpt) {
     const auto& o = text.opt;
-    j["text_config"] = {{"model_type", "opt"},
+    j["text_config"] = {{"model_type", lm_family_name(LmFamily::kOpt)},
                         {"vocab_size", o.vocab_size},
                         {"hidden_size", o.hidden_size},
                         {"num_hidden_layers", o.num_hidden_layers},
@@ -366,7 +380,7 @@ std::string Blip2Config::to_json_string() const {
     j["use_decoder_only_language_model"] = true;
   } else {
     const auto& o = text.t5;
-    j["text_config"] = {{"model_type", "t5"},
+    j["text_config"] = {{"model_type", lm_family_name(LmFamily::kT5)},
                         {"vocab_size", o.vocab_size},
                         {"d_model", o.d_model},
                         {"d_kv", o.d_kv},

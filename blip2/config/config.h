@@ -93,21 +93,19 @@ struct T5Config {
   int64_t decoder_start_token_id = 0;
 };
 
-struct TextConfig {
-  std::string model_type = "opt";  // "opt" | "t5"
-  OptConfig opt;
-  T5Config t5;
+// The language-model families BLIP-2 pairs with (HF text_config.model_type).
+// Everything that differs between them at run time (BOS, VQA template, tied
+// weights, context length) is a LanguageModel method (lm/language_model.h);
+// the config holds only each family's own fields.
+enum class LmFamily { kOpt, kT5 };
 
-  bool is_encoder_decoder() const { return model_type == "t5"; }
-  int64_t hidden_size() const { return model_type == "t5" ? t5.d_model : opt.hidden_size; }
-  int64_t vocab_size() const { return model_type == "t5" ? t5.vocab_size : opt.vocab_size; }
-  int64_t eos_token_id() const { return model_type == "t5" ? t5.eos_token_id : opt.eos_token_id; }
-  int64_t pad_token_id() const { return model_type == "t5" ? t5.pad_token_id : opt.pad_token_id; }
-  // The token BLIP-2 puts in front of generated text: BOS for decoder-only
-  // models, the decoder start token for encoder-decoder models.
-  int64_t bos_token_id() const { return model_type == "t5" ? t5.decoder_start_token_id : opt.bos_token_id; }
-  // BLIP-2's zero-shot VQA prompt for this LLM family (LAVIS): "{}" is the question.
-  const char* vqa_template() const { return model_type == "t5" ? "Question: {} Short answer:" : "Question: {} Answer:"; }
+// "opt" / "t5", as text_config.model_type spells it.
+const char* lm_family_name(LmFamily family);
+
+struct TextConfig {
+  LmFamily family = LmFamily::kOpt;  // text_config.model_type
+  OptConfig opt;                     // read when family == kOpt
+  T5Config t5;                       // read when family == kT5
 };
 
 // Blip2Config

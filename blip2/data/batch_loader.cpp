@@ -207,6 +207,7 @@ struct BatchLoader::Impl {
           images[k] = transform(cs.image, rng);
           out.captions.push_back(std::move(cs.captions[static_cast<size_t>(c)]));
           out.image_ids.push_back(std::move(cs.image_id));
+          out.questions.push_back(std::move(cs.question));
           out.indices.push_back(idx);
         } else {
           WebDatasetSample& s = job.samples[k];
@@ -218,6 +219,7 @@ struct BatchLoader::Impl {
           images[k] = transform(img, rng);
           out.captions.push_back(std::move(s.captions[static_cast<size_t>(c)]));
           out.image_ids.push_back(std::move(s.image_id));
+          out.questions.emplace_back();
           out.indices.push_back(s.index);
         }
       } catch (...) {

@@ -39,6 +39,7 @@ struct Batch {
   at::Tensor pixel_values;            // (B, 3, H, W) float32, normalised
   std::vector<std::string> captions;  // (B) one caption sampled per image
   std::vector<std::string> image_ids;  // (B)
+  std::vector<std::string> questions;  // (B) VQA data: the question each caption (answer) replies to
   // (B) data-set record index (CaptionDataset) or position in the reader's
   // stream for the epoch (WebDatasetReader).
   std::vector<int64_t> indices;

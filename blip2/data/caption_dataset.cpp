@@ -122,6 +122,13 @@ void CaptionDataset::parse(const std::string& text) {
                        "; expected a string or a list of strings");
     }
 
+    auto question = r.find("question");
+    if (question != r.end() && !question->is_null()) {
+      if (!question->is_string())
+        throw InputError(rec + ": \"question\" is a JSON " + json_type(*question) + "; expected a string");
+      out.question = question->get<std::string>();
+    }
+
     auto id = r.find("image_id");
     if (id == r.end() || id->is_null()) {
       out.image_id = out.image;
@@ -199,6 +206,7 @@ CaptionSample CaptionDataset::load(size_t i) const {
   s.image = load_image(join_path(image_root_, r.image), options_.decode);
   s.captions = r.captions;
   s.image_id = r.image_id;
+  s.question = r.question;
   return s;
 }
 

@@ -26,6 +26,9 @@ struct CaptionRecord {
   std::string image;                  // path relative to the image root, as written in the JSON
   std::vector<std::string> captions;  // >= 1, each non-blank (blank list entries are dropped)
   std::string image_id;               // "image_id" (an int is written in decimal); the image path when absent
+  // VQA records ({image, question, answer}): the question the captions
+  // (then the answers) reply to; empty for caption data.
+  std::string question;
 };
 
 // What load(i) gives: the decoded image with its record's captions / id.
@@ -33,6 +36,7 @@ struct CaptionSample {
   Image image;
   std::vector<std::string> captions;
   std::string image_id;
+  std::string question;  // see CaptionRecord
 };
 
 // What to do with records whose image file does not exist (checked at open

@@ -42,4 +42,13 @@ std::pair<at::Tensor, at::Tensor> encode_batch(const Tokenizer& tok, const std::
   return pad_batch(rows, o.pad_id, o.left_pad, allow_empty);
 }
 
+std::pair<at::Tensor, at::Tensor> tokenize_batch(const Tokenizer& tok, const std::vector<std::string>& texts,
+                                                 int64_t max_len, int64_t pad_id, bool add_special_tokens) {
+  TextBatchOptions o;
+  o.max_len = max_len;
+  o.pad_id = pad_id;
+  o.add_special_tokens = add_special_tokens;
+  return encode_batch(tok, texts, o);
+}
+
 }  // namespace blip2

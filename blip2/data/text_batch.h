@@ -24,6 +24,10 @@ struct TextBatchOptions {
 std::pair<at::Tensor, at::Tensor> encode_batch(const Tokenizer& tok, const std::vector<std::string>& texts,
                                                const TextBatchOptions& options, bool allow_empty = false);
 
+// Right-padded token ids (B, L) and mask for texts; L = longest, at most max_len.
+std::pair<at::Tensor, at::Tensor> tokenize_batch(const Tokenizer& tok, const std::vector<std::string>& texts,
+                                                 int64_t max_len, int64_t pad_id, bool add_special_tokens = true);
+
 // Pads already-encoded rows the same way.
 std::pair<at::Tensor, at::Tensor> pad_batch(const std::vector<std::vector<int64_t>>& rows, int64_t pad_id,
                                             bool left_pad = false, bool allow_empty = false);

@@ -20,6 +20,7 @@
 #include "blip2/io/tensor_store.h"
 #include "blip2/lm/language_model.h"
 #include "blip2/model/generation.h"
+#include "blip2/model/model_dir.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -330,11 +331,11 @@ json evaluate_text_vqa(const std::string& lm_dir, const TextConfig& text, const 
   }
   lm->eval();
   torch::NoGradGuard g;
-  const bool t5 = text.is_encoder_decoder();
-  const std::string tmpl = options.prompt_template.empty() ? text.vqa_template() : options.prompt_template;
+  const bool t5 = lm->is_encoder_decoder();
+  const std::string tmpl = options.prompt_template.empty() ? lm->vqa_template() : options.prompt_template;
   text::fill_template(tmpl, "");  // InputError for a template without {}, before any work
   GenerationConfig gen = options.has_generation ? options.generation : Pipeline::vqa_defaults();
-  const int64_t pad = tok->pad_id().value_or(text.pad_token_id());
+  const int64_t pad = tok->pad_id().value_or(lm->pad_token_id());
   const int64_t n = static_cast<int64_t>(set.questions.size());
   std::vector<std::string> preds;
   report(options, 0, n);
@@ -351,7 +352,7 @@ json evaluate_text_vqa(const std::string& lm_dir, const TextConfig& text, const 
       rows.push_back(std::move(row));
     }
     auto [ids, mask] = pad_batch(rows, pad, /*left_pad=*/!t5);
-    auto out = generate(*lm, lm->embed_tokens(ids), mask, gen, text.eos_token_id(), text.pad_token_id());
+    auto out = generate(*lm, lm->embed_tokens(ids), mask, gen, lm->eos_token_id(), lm->pad_token_id());
     auto seqs = out.sequences.to(torch::kCPU);
     for (int64_t r = 0; r < seqs.size(0); ++r) {
       std::vector<int64_t> t(seqs[r].data_ptr<int64_t>(), seqs[r].data_ptr<int64_t>() + seqs.size(1));
@@ -462,7 +463,6 @@ RetrievalScores retrieval_scores(Blip2ModelImpl& model, const Tokenizer& tokeniz
   EvalModeGuard mode(model);
   const torch::Device device = model.query_tokens.device();
   const torch::ScalarType dtype = model.query_tokens.scalar_type();
-  const int64_t Q = model.config().num_query_tokens;
   // Progress: images + texts (features), then Ni + Nt units for the re-ranking.
   const int64_t total = 2 * (Ni + Nt);
   report(options, 0, total);
@@ -526,7 +526,7 @@ RetrievalScores retrieval_scores(Blip2ModelImpl& model, const Tokenizer& tokeniz
   torch::Tensor sims = torch::empty({Ni, Nt}, torch::kFloat);
   for (int64_t b = 0; b < Ni; b += 256) {
     const int64_t e = std::min<int64_t>(Ni, b + 256);
-    sims.slice(0, b, e).copy_(std::get<0>(torch::matmul(img_feats.slice(0, b, e), txt_feats.t()).max(1)));
+    sims.slice(0, b, e).copy_(Blip2ModelImpl::itc_similarity(img_feats.slice(0, b, e), txt_feats));
   }
   sims = sims.contiguous();
   const torch::Tensor sims_t = sims.t().contiguous();
@@ -575,11 +575,7 @@ RetrievalScores retrieval_scores(Blip2ModelImpl& model, const Tokenizer& tokeniz
     auto image_in = vit.index_select(0, ii_t);
     auto ids = text_ids.index_select(0, tt_t), mask = text_mask.index_select(0, tt_t);
     const int64_t B = e - b;
-    auto emb = model.embeddings->forward(ids, model.query_tokens.expand({B, -1, -1}));
-    auto full = torch::cat({torch::ones({B, Q}, mask.options()), mask}, 1);
-    auto bias = nn::padding_bias(full, emb.scalar_type(), -10000.0);
-    auto h = model.qformer->forward(emb, Q, bias, image_in).last_hidden_state;
-    auto logit = model.itm_head->forward(h.slice(1, 0, Q)).select(2, 1).mean(1).to(torch::kCPU, torch::kFloat);
+    auto logit = model.itm_logits(image_in, ids, mask).select(1, 1).to(torch::kCPU, torch::kFloat);
     const float* lp = logit.data_ptr<float>();
     for (int64_t j = 0; j < B; ++j) itm[static_cast<size_t>(b + j)] = lp[j];
     report(options, Ni + Nt + (Ni + Nt) * e / std::max<int64_t>(P, 1), total);
@@ -641,30 +637,8 @@ json evaluate_retrieval(const std::string& model_dir, const std::string& data_di
   }
   // The data are checked before the (possibly long) weight load.
   (void)read_retrieval_set(data_dir, options.limit);
-  LoadOptions lo;
-  if (pipeline_options.dtype == "float32") lo.dtype = torch::kFloat;
-  else if (pipeline_options.dtype == "bfloat16") lo.dtype = torch::kBFloat16;
-  else if (pipeline_options.dtype == "float16") lo.dtype = torch::kHalf;
-  else throw ConfigError("dtype '" + pipeline_options.dtype + "' is not supported (float32, bfloat16, float16)");
-  try {
-    lo.device = torch::Device(pipeline_options.device);
-  } catch (const std::exception&) {
-    throw ConfigError("device '" + pipeline_options.device + "' is not valid (cpu, cuda, cuda:N)");
-  }
-  if (lo.device.is_cuda() && !torch::cuda::is_available())
-    throw ConfigError("device '" + pipeline_options.device +
-                      "' requested but this libtorch has no usable CUDA; use --device cpu");
-  if (pipeline_options.threads > 0) torch::set_num_threads(pipeline_options.threads);
-  Blip2Model model = load_blip2(model_dir, lo);
-  auto tok = load_tokenizer(model_dir);
-  ImageProcessorConfig proc;
-  const fs::path pre = fs::path(model_dir) / "preprocessor_config.json";
-  if (fs::exists(pre)) {
-    proc = ImageProcessorConfig::from_json_file(pre.string());
-  } else {
-    proc.height = proc.width = static_cast<int>(model->config().vision.image_size);
-  }
-  json out = evaluate_retrieval(*model, *tok, proc, data_dir, options);
+  ModelDir m = load_model_dir(model_dir, pipeline_options);
+  json out = evaluate_retrieval(*m.model, *m.tokenizer, m.processor, data_dir, options);
   out["seconds"] = seconds_since(t0);
   return out;
 }

@@ -143,10 +143,8 @@ nlohmann::json evaluate_retrieval(Blip2ModelImpl& model, const Tokenizer& tokeni
                                   const EvalOptions& options = {});
 
 // The same for a checkpoint directory (what `blip2 eval retrieval --model DIR`
-// runs): loads config.json, the weights, the tokenizer and
-// preprocessor_config.json as Pipeline::load does (dtype/device/threads from
-// `pipeline_options`). A Pipeline cannot be used here: the ITM logits that
-// LAVIS adds are not exposed by it (Pipeline::match returns a probability).
+// runs), loaded by load_model_dir (model/model_dir.h) as Pipeline::load does
+// (dtype/device/threads from `pipeline_options`).
 // ConfigError naming config.json when the checkpoint is not a retrieval model.
 nlohmann::json evaluate_retrieval(const std::string& model_dir, const std::string& data_dir,
                                   const EvalOptions& options = {}, const PipelineOptions& pipeline_options = {});

@@ -203,7 +203,7 @@ class Replayer {
     add_qformer(r, out.qformer);
     r["language_projection"] = out.language_projection;
     r["lm.inputs_embeds"] = out.inputs_embeds;
-    if (model_->config().text.is_encoder_decoder()) {
+    if (model_->language_model->is_encoder_decoder()) {
       add_list(r, "lm.encoder_hidden_states", out.lm.encoder_hidden_states);
       add_list(r, "lm.decoder_hidden_states", out.lm.decoder_hidden_states);
       r["lm.encoder_last_hidden_state"] = out.lm.encoder_last_hidden_state;

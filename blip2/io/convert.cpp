@@ -15,6 +15,7 @@
 #include "blip2/io/tensor_store.h"
 #include "blip2/io/torch_checkpoint.h"
 #include "blip2/io/weight_map.h"
+#include "blip2/util/dtype.h"
 #include "blip2/util/error.h"
 
 namespace fs = std::filesystem;
@@ -28,12 +29,9 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 }
 bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
 
-std::optional<at::ScalarType> parse_dtype(const std::string& d) {
-  if (d.empty()) return std::nullopt;
-  if (d == "float32" || d == "fp32") return at::kFloat;
-  if (d == "float16" || d == "fp16") return at::kHalf;
-  if (d == "bfloat16" || d == "bf16") return at::kBFloat16;
-  throw InputError("convert: dtype '" + d + "' is not one of float32, float16, bfloat16 (or fp32, fp16, bf16)");
+std::optional<at::ScalarType> parse_cast(const std::string& d) {
+  if (d.empty()) return std::nullopt;  // keep each tensor's dtype
+  return parse_dtype(d, "convert: dtype");
 }
 
 at::Tensor cast(const at::Tensor& t, std::optional<at::ScalarType> dtype) {
@@ -79,7 +77,7 @@ void copy_config(const std::string& config, const fs::path& dst, ConvertReport* 
 }
 
 ConvertReport lavis_to_hf_dir(const std::string& src, const std::string& dst_dir, const ConvertOptions& o) {
-  const auto dtype = parse_dtype(o.dtype);
+  const auto dtype = parse_cast(o.dtype);
   ConvertReport rep;
   rep.direction = "lavis->hf";
   auto sd = load_torch_checkpoint(src, o.key);
@@ -169,7 +167,7 @@ ConvertReport lavis_to_hf_dir(const std::string& src, const std::string& dst_dir
 }
 
 ConvertReport hf_to_lavis_file(const std::string& src, const std::string& dst, const ConvertOptions& o) {
-  const auto dtype = parse_dtype(o.dtype);
+  const auto dtype = parse_cast(o.dtype);
   ConvertReport rep;
   rep.direction = "hf->lavis";
   const TensorStore store = TensorStore::open(src);

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "blip2/io/mapped_file.h"
+#include "blip2/util/atomic_file.h"
 #include "blip2/util/error.h"
 
 namespace blip2::io {
@@ -237,45 +238,15 @@ void save_safetensors(const std::string& path,
   std::string h = header.dump();
   while ((8 + h.size()) % 8 != 0) h.push_back(' ');
 
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0)
-    throw Error("cannot write '" + tmp + "': " + std::strerror(errno) +
-                "; check that the directory exists and is writable");
-  auto write_all = [&](const void* p, size_t n) {
-    const char* c = static_cast<const char*>(p);
-    while (n > 0) {
-      ssize_t w = ::write(fd, c, n);
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        int e = errno;
-        ::close(fd);
-        ::unlink(tmp.c_str());
-        throw Error("writing '" + tmp + "' failed: " + std::strerror(e));
-      }
-      c += w;
-      n -= static_cast<size_t>(w);
-    }
-  };
+  AtomicFile f(path);
   uint8_t len[8];
   uint64_t n = h.size();
   for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>((n >> (8 * i)) & 0xff);
-  write_all(len, 8);
-  write_all(h.data(), h.size());
+  f.write(len, 8);
+  f.write(h);
   for (const auto& t : data)
-    if (t.numel() > 0) write_all(t.data_ptr(), t.numel() * t.element_size());
-  if (::fsync(fd) != 0) {
-    int e = errno;
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    throw Error("fsync of '" + tmp + "' failed: " + std::strerror(e));
-  }
-  ::close(fd);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    int e = errno;
-    ::unlink(tmp.c_str());
-    throw Error("cannot rename '" + tmp + "' to '" + path + "': " + std::strerror(e));
-  }
+    if (t.numel() > 0) f.write(t.data_ptr(), t.numel() * t.element_size());
+  f.commit();
 }
 
 std::map<std::string, at::Tensor> load_safetensors(const std::string& path) {

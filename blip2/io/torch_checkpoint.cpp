@@ -294,22 +294,28 @@ void save_torch_checkpoint(const std::string& path,
   }
   pk.op('.');
 
-  FileWriter f(path);
-  ZipWriter zip(f, options.force_zip64);
-  const std::string pre = options.archive_name + "/";
-  zip.add(pre + "data.pkl", reinterpret_cast<const uint8_t*>(pk.bytes().data()), pk.bytes().size());
-  const std::string order = "little";
-  zip.add(pre + "byteorder", reinterpret_cast<const uint8_t*>(order.data()), order.size());
-  for (size_t gi = 0; gi < groups.size(); ++gi) {
-    const Group& g = groups[gi];
-    const uint64_t n = g.hi > g.lo ? static_cast<uint64_t>(g.hi - g.lo) * g.dt->size : 0;
-    const uint8_t* base = n ? static_cast<const uint8_t*>(g.any.storage().data()) + static_cast<uint64_t>(g.lo) * g.dt->size : nullptr;
-    zip.add(pre + "data/" + std::to_string(gi), base, n);
+  try {
+    FileWriter f(path);
+    ZipWriter zip(f, options.force_zip64);
+    const std::string pre = options.archive_name + "/";
+    zip.add(pre + "data.pkl", reinterpret_cast<const uint8_t*>(pk.bytes().data()), pk.bytes().size());
+    const std::string order = "little";
+    zip.add(pre + "byteorder", reinterpret_cast<const uint8_t*>(order.data()), order.size());
+    for (size_t gi = 0; gi < groups.size(); ++gi) {
+      const Group& g = groups[gi];
+      const uint64_t n = g.hi > g.lo ? static_cast<uint64_t>(g.hi - g.lo) * g.dt->size : 0;
+      const uint8_t* base = n ? static_cast<const uint8_t*>(g.any.storage().data()) + static_cast<uint64_t>(g.lo) * g.dt->size : nullptr;
+      zip.add(pre + "data/" + std::to_string(gi), base, n);
+    }
+    const std::string version = "3\n";
+    zip.add(pre + "version", reinterpret_cast<const uint8_t*>(version.data()), version.size());
+    zip.finish();
+    f.commit();
+  } catch (const CheckpointError&) {
+    throw;
+  } catch (const Error& e) {  // the file system's errors, from AtomicFile
+    throw CheckpointError(e.what());
   }
-  const std::string version = "3\n";
-  zip.add(pre + "version", reinterpret_cast<const uint8_t*>(version.data()), version.size());
-  zip.finish();
-  f.commit();
 }
 
 }  // namespace blip2::io

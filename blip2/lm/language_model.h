@@ -6,6 +6,8 @@
 #include <torch/torch.h>
 
 #include <memory>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "blip2/config/config.h"
@@ -31,9 +33,28 @@ class DecodeState {
 
 class LanguageModel : public torch::nn::Module {
  public:
+  // ---- the family's facts: code around the LM asks these, never the family.
+  virtual LmFamily family() const = 0;
   virtual bool is_encoder_decoder() const = 0;
   virtual int64_t hidden_size() const = 0;  // width of inputs_embeds
   virtual int64_t vocab_size() const = 0;
+  // The token BLIP-2 puts in front of generated text: BOS for decoder-only
+  // models (also an unprompted decoder-only LM's first input), the decoder
+  // start token for encoder-decoder models.
+  virtual int64_t bos_token_id() const = 0;
+  virtual int64_t eos_token_id() const = 0;
+  virtual int64_t pad_token_id() const = 0;
+  // Most positions the LM reads (visual prompt + text): learned positions
+  // (OPT) bound it; nullopt = unbounded (T5's relative positions).
+  virtual std::optional<int64_t> context_length() const = 0;
+  // BLIP-2's zero-shot VQA prompt for this family (LAVIS); "{}" = the question.
+  virtual std::string vqa_template() const = 0;
+  // Whether a checkpoint tensor (name inside the LM, e.g. "lm_head.weight")
+  // is a copy of a weight this model ties, and so is not loaded.
+  virtual bool is_tied_copy(const std::string& name) const = 0;
+  // Teacher forcing: labels (B, T) (-100 = ignored) -> decoder_input_ids
+  // (B, T) for encoder-decoder models; undefined for decoder-only ones.
+  virtual torch::Tensor decoder_input_ids(const torch::Tensor& labels) const = 0;
 
   // (B, T) token ids -> (B, T, hidden_size) input embeddings.
   virtual torch::Tensor embed_tokens(const torch::Tensor& ids) = 0;
@@ -58,7 +79,10 @@ class LanguageModel : public torch::nn::Module {
   virtual std::vector<int64_t> decoder_prefix() const = 0;
 };
 
-// Builds the language model named by text.model_type.
+// Builds the language model of text.family.
 std::shared_ptr<LanguageModel> make_language_model(const TextConfig& text);
+
+// T5's _shift_right: [start] + labels[:, :-1], -100 -> pad.
+torch::Tensor shift_right(const torch::Tensor& labels, int64_t decoder_start_token_id, int64_t pad_token_id);
 
 }  // namespace blip2

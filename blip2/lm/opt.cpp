@@ -2,19 +2,12 @@
 
 #include <cmath>
 
-#include "blip2/lm/t5.h"
 #include "blip2/nn/ops.h"
 #include "blip2/util/error.h"
 
 namespace blip2 {
 
 namespace F = torch::nn::functional;
-
-std::shared_ptr<LanguageModel> make_language_model(const TextConfig& text) {
-  if (text.model_type == "opt") return std::make_shared<OptLanguageModel>(text.opt);
-  if (text.model_type == "t5") return std::make_shared<T5LanguageModel>(text.t5);
-  throw ConfigError("text_config.model_type '" + text.model_type + "' is not supported (supported: opt, t5)");
-}
 
 OptAttentionImpl::OptAttentionImpl(const OptConfig& c)
     : heads_(c.num_attention_heads),
@@ -121,6 +114,10 @@ OptLanguageModel::OptLanguageModel(const OptConfig& c) : c_(c) {
   if (!c.tie_word_embeddings)
     lm_head = register_module(
         "lm_head", nn::Linear(c.word_embed_proj_dim, c.vocab_size, false));
+}
+
+bool OptLanguageModel::is_tied_copy(const std::string& name) const {
+  return c_.tie_word_embeddings && name == "lm_head.weight";
 }
 
 torch::Tensor OptLanguageModel::embed_tokens(const torch::Tensor& ids) {

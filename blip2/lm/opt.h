@@ -4,13 +4,11 @@
 #pragma once
 
 #include "blip2/lm/language_model.h"
+#include "blip2/nn/kv_cache.h"
 #include "blip2/nn/layers.h"
 
 namespace blip2 {
 
-struct KVCache {
-  torch::Tensor k, v;  // (N, H, S, Dh)
-};
 
 class OptAttentionImpl : public torch::nn::Module {
  public:
@@ -60,9 +58,17 @@ TORCH_MODULE(OptDecoder);
 class OptLanguageModel : public LanguageModel {
  public:
   explicit OptLanguageModel(const OptConfig& c);
+  LmFamily family() const override { return LmFamily::kOpt; }
   bool is_encoder_decoder() const override { return false; }
   int64_t hidden_size() const override { return c_.word_embed_proj_dim; }
   int64_t vocab_size() const override { return c_.vocab_size; }
+  int64_t bos_token_id() const override { return c_.bos_token_id; }
+  int64_t eos_token_id() const override { return c_.eos_token_id; }
+  int64_t pad_token_id() const override { return c_.pad_token_id; }
+  std::optional<int64_t> context_length() const override { return c_.max_position_embeddings; }
+  std::string vqa_template() const override { return "Question: {} Answer:"; }
+  bool is_tied_copy(const std::string& name) const override;
+  torch::Tensor decoder_input_ids(const torch::Tensor&) const override { return {}; }
   torch::Tensor embed_tokens(const torch::Tensor& ids) override;
   LMOutput forward(const torch::Tensor& inputs_embeds, const torch::Tensor& attention_mask,
                    const torch::Tensor& decoder_input_ids, bool output_hidden_states) override;

@@ -197,6 +197,12 @@ T5LanguageModel::T5LanguageModel(const T5Config& c) : c_(c) {
                               nn::Linear(c.d_model, c.vocab_size, false));
 }
 
+bool T5LanguageModel::is_tied_copy(const std::string& name) const {
+  // Both stacks' embed_tokens are the shared matrix.
+  if (name == "encoder.embed_tokens.weight" || name == "decoder.embed_tokens.weight") return true;
+  return c_.tie_word_embeddings && name == "lm_head.weight";
+}
+
 torch::Tensor T5LanguageModel::embed_tokens(const torch::Tensor& ids) {
   if (ids.numel() > 0) {
     auto mn = ids.min().item<int64_t>(), mx = ids.max().item<int64_t>();

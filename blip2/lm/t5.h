@@ -5,7 +5,7 @@
 
 #include "blip2/lm/language_model.h"
 #include "blip2/nn/layers.h"
-#include "blip2/lm/opt.h"
+#include "blip2/nn/kv_cache.h"
 
 #include <array>
 
@@ -81,9 +81,19 @@ TORCH_MODULE(T5Stack);
 class T5LanguageModel : public LanguageModel {
  public:
   explicit T5LanguageModel(const T5Config& c);
+  LmFamily family() const override { return LmFamily::kT5; }
   bool is_encoder_decoder() const override { return true; }
   int64_t hidden_size() const override { return c_.d_model; }
   int64_t vocab_size() const override { return c_.vocab_size; }
+  int64_t bos_token_id() const override { return c_.decoder_start_token_id; }
+  int64_t eos_token_id() const override { return c_.eos_token_id; }
+  int64_t pad_token_id() const override { return c_.pad_token_id; }
+  std::optional<int64_t> context_length() const override { return std::nullopt; }
+  std::string vqa_template() const override { return "Question: {} Short answer:"; }
+  bool is_tied_copy(const std::string& name) const override;
+  torch::Tensor decoder_input_ids(const torch::Tensor& labels) const override {
+    return shift_right(labels, c_.decoder_start_token_id, c_.pad_token_id);
+  }
   torch::Tensor embed_tokens(const torch::Tensor& ids) override;
   LMOutput forward(const torch::Tensor& inputs_embeds, const torch::Tensor& attention_mask,
                    const torch::Tensor& decoder_input_ids, bool output_hidden_states) override;

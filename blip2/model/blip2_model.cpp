@@ -168,15 +168,15 @@ GenerationOutput Blip2ModelImpl::generate(const torch::Tensor& pixel_values, con
   torch::Tensor ids = input_ids, mask = attention_mask;
   if (decoder_only && (!ids.defined() || ids.size(1) == 0)) {
     // HF starts an unprompted decoder-only LM from BOS.
-    ids = torch::full({B, 1}, config_.text.opt.bos_token_id,
+    ids = torch::full({B, 1}, language_model->bos_token_id(),
                       torch::TensorOptions().dtype(torch::kLong).device(projected.device()));
     mask = torch::ones_like(ids);
   }
   auto [embeds, lm_mask] = lm_inputs(projected, ids, mask);
-  auto out = blip2::generate(*language_model, embeds, lm_mask, config, config_.text.eos_token_id(),
-                             config_.text.pad_token_id());
+  auto out = blip2::generate(*language_model, embeds, lm_mask, config, language_model->eos_token_id(),
+                             language_model->pad_token_id());
   if (decoder_only && prepend_bos) {
-    auto bos = torch::full({out.sequences.size(0), 1}, config_.text.opt.bos_token_id, out.sequences.options());
+    auto bos = torch::full({out.sequences.size(0), 1}, language_model->bos_token_id(), out.sequences.options());
     out.sequences = torch::cat({bos, out.sequences}, 1);
   }
   return out;
@@ -201,21 +201,33 @@ std::pair<torch::Tensor, torch::Tensor> Blip2ModelImpl::text_features(const torc
   return {feats, h};
 }
 
-ItmOutput Blip2ModelImpl::itm(const torch::Tensor& pixel_values, const torch::Tensor& input_ids,
-                              const torch::Tensor& attention_mask) {
+torch::Tensor Blip2ModelImpl::itc_similarity(const torch::Tensor& image_features, const torch::Tensor& text_features) {
+  nn::check_shape(image_features, {-1, -1, -1}, "Blip2Model", "image_features", "(images, queries, dim)");
+  nn::check_shape(text_features, {-1, image_features.size(2)}, "Blip2Model", "text_features", "(texts, dim)");
+  return std::get<0>(torch::matmul(image_features, text_features.t()).max(1));  // (Bi, Q, Bt) -> (Bi, Bt)
+}
+
+torch::Tensor Blip2ModelImpl::itm_logits(const torch::Tensor& image_embeds, const torch::Tensor& input_ids,
+                                         const torch::Tensor& attention_mask, torch::Tensor* last_hidden_state) {
   require_retrieval("ITM");
-  ItmOutput out;
-  out.vision = encode_image(pixel_values, true);
-  const auto B = pixel_values.size(0);
+  const auto B = image_embeds.size(0);
   const auto Q = config_.num_query_tokens;
   nn::check_shape(input_ids, {B, -1}, "Blip2Model", "input_ids", "one text per image for ITM");
   auto mask = attention_mask.defined() ? attention_mask.to(torch::kLong) : torch::ones_like(input_ids);
   auto e = embeddings->forward(input_ids, query_tokens.expand({B, -1, -1}));  // (B, Q+T, D)
   auto full = torch::cat({torch::ones({B, Q}, mask.options()), mask}, 1);
   auto bias = nn::padding_bias(full, e.scalar_type(), -10000.0);
-  auto h = qformer->forward(e, Q, bias, out.vision.last_hidden_state).last_hidden_state;
-  out.qformer_last_hidden_state = h;
-  out.logits = itm_head->forward(h.slice(1, 0, Q)).mean(1);
+  auto h = qformer->forward(e, Q, bias, image_embeds).last_hidden_state;
+  if (last_hidden_state) *last_hidden_state = h;
+  return itm_head->forward(h.slice(1, 0, Q)).mean(1);
+}
+
+ItmOutput Blip2ModelImpl::itm(const torch::Tensor& pixel_values, const torch::Tensor& input_ids,
+                              const torch::Tensor& attention_mask) {
+  require_retrieval("ITM");
+  ItmOutput out;
+  out.vision = encode_image(pixel_values, true);
+  out.logits = itm_logits(out.vision.last_hidden_state, input_ids, attention_mask, &out.qformer_last_hidden_state);
   return out;
 }
 
@@ -226,7 +238,7 @@ ItcOutput Blip2ModelImpl::itc(const torch::Tensor& pixel_values, const torch::Te
   auto [feats, h] = text_features(input_ids, attention_mask);
   out.text_last_hidden_state = h;
   out.text_embeds = feats.select(1, 0);                                          // (Bt, E)
-  out.logits_per_image = std::get<0>(torch::matmul(out.image_embeds, out.text_embeds.t()).max(1));
+  out.logits_per_image = itc_similarity(out.image_embeds, out.text_embeds);
   return out;
 }
 
@@ -245,14 +257,8 @@ namespace {
 
 // Checkpoint tensors that are copies of tied weights we share instead.
 bool is_tied_copy(const std::string& name, const Blip2ModelImpl& m) {
-  const auto& t = m.config().text;
-  if (t.model_type == "opt" && t.opt.tie_word_embeddings && name == "language_model.lm_head.weight") return true;
-  if (t.model_type == "t5") {
-    if (name == "language_model.encoder.embed_tokens.weight" || name == "language_model.decoder.embed_tokens.weight")
-      return true;
-    if (t.t5.tie_word_embeddings && name == "language_model.lm_head.weight") return true;
-  }
-  return false;
+  const std::string lm = "language_model.";
+  return m.language_model && name.rfind(lm, 0) == 0 && m.language_model->is_tied_copy(name.substr(lm.size()));
 }
 
 // Checkpoint names by the model name they load into.

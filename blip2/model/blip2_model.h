@@ -107,13 +107,29 @@ class Blip2ModelImpl : public torch::nn::Module {
                             bool prepend_bos = true, const torch::Tensor& qformer_ids = {},
                             const torch::Tensor& qformer_mask = {});
 
+  // From pixels: ITM of (image, text) pairs and ITC of every image with every text.
   ItmOutput itm(const torch::Tensor& pixel_values, const torch::Tensor& input_ids, const torch::Tensor& attention_mask);
   ItcOutput itc(const torch::Tensor& pixel_values, const torch::Tensor& input_ids, const torch::Tensor& attention_mask);
+
+  // ---- the retrieval heads at feature level: the one place ITC and ITM are
+  // computed (the heads above, the stage-1 losses, evaluation, search).
+  // image_embeds are encode_image(...).last_hidden_state (B, N, Dv), i.e.
+  // after ln_vision; keep them to score many texts against one image.
   // ITC features: (B, Q, E) normalised query features of images; (B, T, E)
-  // normalised projections of every text position (index 0 is [CLS]).
+  // normalised projections of every text position (index 0 is [CLS]) with
+  // the Q-Former text output (B, T, D).
   torch::Tensor image_features(const torch::Tensor& image_embeds);
   std::pair<torch::Tensor, torch::Tensor> text_features(const torch::Tensor& input_ids,
                                                         const torch::Tensor& attention_mask);
+  // ITC similarity of image features (Bi, Q, E) and text [CLS] features
+  // (Bt, E): (Bi, Bt), the max over queries, without the temperature.
+  static torch::Tensor itc_similarity(const torch::Tensor& image_features, const torch::Tensor& text_features);
+  // ITM logits (B, 2) (no match, match), averaged over the queries, of image
+  // i with text i: queries and text read together, cross-attending to
+  // image_embeds (B, N, Dv). With last_hidden_state, the Q-Former output
+  // (B, Q+T, D) is written there.
+  torch::Tensor itm_logits(const torch::Tensor& image_embeds, const torch::Tensor& input_ids,
+                           const torch::Tensor& attention_mask, torch::Tensor* last_hidden_state = nullptr);
 
   VisionEncoder vision_model{nullptr};
   torch::Tensor query_tokens;  // (1, Q, D)

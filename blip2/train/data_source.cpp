@@ -22,6 +22,7 @@ class LoaderSource : public BatchSource {
     t.pixel_values = b.pixel_values;
     t.captions = std::move(b.captions);
     t.image_ids = std::move(b.image_ids);
+    t.questions = std::move(b.questions);
     return t;
   }
   nlohmann::json state() const override {
@@ -57,10 +58,10 @@ std::unique_ptr<BatchSource> make_batch_source(const TrainConfig& c, const Image
     CaptionDatasetOptions d;
     d.missing_images = c.skip_missing_images ? MissingImages::kSkip : MissingImages::kFail;
     std::shared_ptr<CaptionDataset> ds;
-    if (c.mode == "vqa") {
-      // [{image, question, answer: str | [str]}] -> caption records whose
-      // captions are "question \x1f answer", one per answer: the loader's
-      // uniform caption choice then samples an answer per epoch.
+    if (c.mode == TrainMode::kVqa) {
+      // [{image, question, answer: str | [str]}] -> records whose captions are
+      // the answers: the loader's uniform caption choice then samples an
+      // answer per epoch, and the question travels with it.
       std::ifstream in(c.annotations);
       if (!in) throw InputError("VQA annotation file '" + c.annotations + "' cannot be read");
       nlohmann::json j;
@@ -84,9 +85,7 @@ std::unique_ptr<BatchSource> make_batch_source(const TrainConfig& c, const Image
             if (a.is_string()) answers.push_back(a.get<std::string>());
         if (answers.empty())
           throw InputError("VQA annotation file '" + c.annotations + "': record " + std::to_string(i) + " has no answer");
-        nlohmann::json caps = nlohmann::json::array();
-        for (const auto& a : answers) caps.push_back(r["question"].get<std::string>() + "\x1f" + a);
-        records.push_back({{"image", r["image"]}, {"caption", caps},
+        records.push_back({{"image", r["image"]}, {"caption", answers}, {"question", r["question"]},
                            {"image_id", r.contains("question_id") ? r["question_id"] : nlohmann::json(i)}});
       }
       ds = std::make_shared<CaptionDataset>(CaptionDataset::from_json_text(records.dump(), c.image_root, d, c.annotations));

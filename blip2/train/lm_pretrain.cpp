@@ -52,9 +52,6 @@ LmPretrainResult pretrain_language_model(const LmPretrainConfig& c,
   if (c.texts.empty()) throw ConfigError("[pretrain_language_model] the corpus (texts) is empty");
   if (c.steps < 1 || c.batch_size < 1 || c.max_len < 2)
     throw ConfigError("[pretrain_language_model] steps and batch_size must be >= 1 and max_len >= 2");
-  if (c.text.model_type != "opt" && c.text.model_type != "t5")
-    throw ConfigError("[pretrain_language_model] text.model_type must be \"opt\" or \"t5\", not \"" +
-                      c.text.model_type + "\"");
   c.optim.validate();
   auto tok = load_tokenizer(c.tokenizer_dir);
 
@@ -70,10 +67,10 @@ LmPretrainResult pretrain_language_model(const LmPretrainConfig& c,
   }
   model.train();
   auto opt = make_adamw(model, c.optim);
-  const bool t5 = c.text.is_encoder_decoder();
-  const int64_t pad = c.text.pad_token_id();
+  const bool t5 = model.is_encoder_decoder();
+  const int64_t pad = model.pad_token_id();
   int64_t max_len = c.max_len;
-  if (!t5) max_len = std::min(max_len, c.text.opt.max_position_embeddings);
+  if (model.context_length()) max_len = std::min(max_len, *model.context_length());
   const int64_t n = static_cast<int64_t>(c.texts.size());
   auto ids_of = [&](const std::string& t, bool special) {
     return t.empty() && !special ? std::vector<int64_t>{} : tok->encode(t, special);
@@ -132,7 +129,7 @@ LmPretrainResult pretrain_language_model(const LmPretrainConfig& c,
       }
       auto [ids, mask] = pad_batch(enc, pad);
       auto labels = pad_batch(dec, -100).first;
-      auto dec_in = shift_right(labels, c.text.t5.decoder_start_token_id, c.text.t5.pad_token_id);
+      auto dec_in = model.decoder_input_ids(labels);
       auto logits = model.forward(model.embed_tokens(ids), mask, dec_in, false).logits.to(torch::kFloat);
       loss = F::cross_entropy(logits.reshape({-1, logits.size(2)}), labels.reshape({-1}),
                               F::CrossEntropyFuncOptions().ignore_index(-100));

@@ -1,5 +1,9 @@
 #include "blip2/train/losses.h"
 
+#include <sstream>
+
+#include "blip2/data/text_batch.h"
+#include "blip2/data/tokenizer.h"
 #include "blip2/nn/ops.h"
 #include "blip2/util/error.h"
 
@@ -12,12 +16,6 @@ Collective& local_collective() {
   return c;
 }
 
-torch::Tensor shift_right(const torch::Tensor& labels, int64_t start, int64_t pad) {
-  auto out = torch::full_like(labels, start);
-  out.slice(1, 1) = labels.slice(1, 0, labels.size(1) - 1);
-  return out.masked_fill(out == -100, pad);
-}
-
 namespace {
 
 torch::Tensor cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets, double smoothing) {
@@ -27,15 +25,124 @@ torch::Tensor cross_entropy(const torch::Tensor& logits, const torch::Tensor& ta
                           F::CrossEntropyFuncOptions().ignore_index(-100).label_smoothing(smoothing));
 }
 
+// Decoder-only LM loss with the visual prompt in front (LAVIS blip2_opt):
+// logits (B, Q+T, V) over queries + text, labels (B, T) with -100 for
+// positions that are not targets; the queries are never targets.
+torch::Tensor decoder_only_loss(torch::Tensor logits, const torch::Tensor& labels, int64_t Q) {
+  if (logits.scalar_type() != torch::kDouble) logits = logits.to(torch::kFloat);
+  auto full = torch::cat({torch::full({labels.size(0), Q}, -100, torch::kLong), labels}, 1);
+  return F::cross_entropy(logits.slice(1, 0, logits.size(1) - 1).reshape({-1, logits.size(2)}),
+                          full.slice(1, 1).reshape({-1}), F::CrossEntropyFuncOptions().ignore_index(-100));
+}
+
+int64_t lm_pad_id(const Blip2ModelImpl& model, const Stage2Text& text) {
+  if (!text.tokenizer) throw InputError("[stage2] no language-model tokenizer given");
+  return text.tokenizer->pad_id().value_or(model.language_model->pad_token_id());
+}
+
+// Decoder-only captioning loss (see caption_lm_loss).
+torch::Tensor decoder_only_caption_loss(Blip2ModelImpl& model, const torch::Tensor& pixel_values,
+                                        const std::vector<std::string>& captions, const Stage2Text& text) {
+  const Tokenizer& tok = *text.tokenizer;
+  std::vector<std::string> texts;
+  for (const auto& c : captions) texts.push_back(text.prompt + c + "\n");
+  auto [ids, mask] = tokenize_batch(tok, texts, text.max_txt_len, lm_pad_id(model, text));
+  const int64_t prompt_len = text.prompt.empty() ? 1 : static_cast<int64_t>(tok.encode(text.prompt, true).size());
+  auto labels = ids.masked_fill(mask == 0, -100);
+  labels.slice(1, 0, std::min<int64_t>(prompt_len, labels.size(1))).fill_(-100);
+  auto f = model.forward(pixel_values, ids, mask);
+  return decoder_only_loss(f.lm.logits, labels, model.config().num_query_tokens);
+}
+
+// Prefix LM (paper, Sec. 3.3) for encoder-decoder LMs (see caption_lm_loss).
+torch::Tensor prefix_lm_loss(Blip2ModelImpl& model, const torch::Tensor& pixel_values,
+                             const std::vector<std::string>& captions, const Stage2Text& text,
+                             torch::Generator& generator) {
+  std::vector<std::string> prefixes, suffixes;
+  for (const auto& c : captions) {
+    std::istringstream is(c);
+    std::vector<std::string> words;
+    for (std::string w; is >> w;) words.push_back(w);
+    const int64_t n = static_cast<int64_t>(words.size());
+    const int64_t k = n > 1 ? torch::randint(0, n, {1}, generator).item<int64_t>() : 0;
+    std::string pre, suf;
+    for (int64_t i = 0; i < n; ++i) (i < k ? pre : suf) += (i < k ? (pre.empty() ? "" : " ") : (suf.empty() ? "" : " ")) + words[i];
+    prefixes.push_back(text.prompt.empty() ? pre : (pre.empty() ? text.prompt : text.prompt + " " + pre));
+    suffixes.push_back(suf);
+  }
+  const int64_t pad = lm_pad_id(model, text);
+  auto [ids, mask] = tokenize_batch(*text.tokenizer, prefixes, text.max_txt_len, pad);
+  auto [tgt, tmask] = tokenize_batch(*text.tokenizer, suffixes, text.max_txt_len, pad);
+  auto labels = tgt.masked_fill(tmask == 0, -100);
+  return lm_loss(model, pixel_values, ids, mask, labels).loss;
+}
+
 }  // namespace
+
+torch::Tensor caption_lm_loss(Blip2ModelImpl& model, const torch::Tensor& pixel_values,
+                              const std::vector<std::string>& captions, const Stage2Text& text,
+                              torch::Generator& generator) {
+  if (!model.language_model) throw InputError("[stage2] the model has no language model");
+  return model.language_model->is_encoder_decoder() ? prefix_lm_loss(model, pixel_values, captions, text, generator)
+                                                    : decoder_only_caption_loss(model, pixel_values, captions, text);
+}
+
+torch::Tensor vqa_answer_loss(Blip2ModelImpl& model, const torch::Tensor& pixel_values, const VqaTargets& vqa,
+                              const Stage2Text& text, const Tokenizer& qformer_tokenizer,
+                              const std::string& vqa_template) {
+  if (!model.language_model) throw InputError("[stage2] the model has no language model");
+  const LanguageModel& lm = *model.language_model;
+  const auto B = static_cast<int64_t>(vqa.answers.size());
+  if (static_cast<int64_t>(vqa.questions.size()) != B)
+    throw InputError("[vqa] the batch has " + std::to_string(B) + " answers but " +
+                     std::to_string(vqa.questions.size()) + " questions; VQA data give one question per answer");
+  const Tokenizer& tok = *text.tokenizer;
+  const int64_t pad = lm_pad_id(model, text);
+  const std::string tmpl = vqa_template.empty() ? lm.vqa_template() : vqa_template;
+  std::vector<std::string> prompts;
+  for (const auto& q : vqa.questions) prompts.push_back(text::fill_template(tmpl, q));
+  auto [qids, qmask] =
+      tokenize_batch(qformer_tokenizer, vqa.questions, text.max_txt_len, qformer_tokenizer.pad_id().value_or(0));
+  if (lm.is_encoder_decoder()) {
+    auto [ids, mask] = tokenize_batch(tok, prompts, text.max_txt_len + 32, pad);
+    auto [tgt, tmask] = tokenize_batch(tok, vqa.answers, text.max_txt_len, pad);
+    auto labels = tgt.masked_fill(tmask == 0, -100);
+    auto f = model.forward(pixel_values, ids, mask, lm.decoder_input_ids(labels), false, qids, qmask);
+    auto logits = f.lm.logits;
+    if (logits.scalar_type() != torch::kDouble) logits = logits.to(torch::kFloat);
+    return F::cross_entropy(logits.reshape({-1, logits.size(2)}), labels.reshape({-1}),
+                            F::CrossEntropyFuncOptions().ignore_index(-100));
+  }
+  // prompt + " " + answer + "\n"; only the answer (and "\n") are targets.
+  std::vector<std::string> texts;
+  std::vector<int64_t> prompt_lens;
+  for (int64_t b = 0; b < B; ++b) {
+    texts.push_back(prompts[static_cast<size_t>(b)] + " " + vqa.answers[static_cast<size_t>(b)] + "\n");
+    prompt_lens.push_back(static_cast<int64_t>(tok.encode(prompts[static_cast<size_t>(b)], true).size()));
+  }
+  // The whole prompt + answer must fit the LLM's context after the queries.
+  const int64_t Q = model.config().num_query_tokens;
+  const int64_t context = lm.context_length() ? *lm.context_length() - Q : std::numeric_limits<int64_t>::max();
+  auto [ids, mask] = tokenize_batch(tok, texts, context, pad);
+  auto labels = ids.masked_fill(mask == 0, -100);
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t len = mask[b].sum().item<int64_t>(), prompt_len = prompt_lens[static_cast<size_t>(b)];
+    if (len <= prompt_len && len >= context)
+      throw InputError("[trainer] the VQA prompt for image '" + vqa.image_ids[static_cast<size_t>(b)] +
+                       "' leaves no room for the answer in the language model's context (" +
+                       std::to_string(context) + " tokens after the queries); shorten the question or template");
+    labels[b].slice(0, 0, std::min<int64_t>(prompt_len, labels.size(1))).fill_(-100);
+  }
+  auto f = model.forward(pixel_values, ids, mask, {}, false, qids, qmask);
+  return decoder_only_loss(f.lm.logits, labels, Q);
+}
 
 LmLossOutput lm_loss(Blip2ModelImpl& model, const torch::Tensor& pixel_values, const torch::Tensor& input_ids,
                      const torch::Tensor& attention_mask, const torch::Tensor& labels) {
   nn::check_shape(labels, {input_ids.size(0), -1}, "lm_loss", "labels", "one label row per prompt");
   LmLossOutput out;
   if (model.language_model->is_encoder_decoder()) {
-    const auto& t5 = model.config().text.t5;
-    out.decoder_input_ids = shift_right(labels, t5.decoder_start_token_id, t5.pad_token_id);
+    out.decoder_input_ids = model.language_model->decoder_input_ids(labels);
     auto f = model.forward(pixel_values, input_ids, attention_mask, out.decoder_input_ids);
     out.logits = f.lm.logits;
     out.loss = cross_entropy(out.logits, labels, 0.0);
@@ -87,8 +194,8 @@ Stage1Output stage1_forward(Blip2ModelImpl& model, const Stage1Inputs& in, const
   // ---- ITC: max over queries, in-batch negatives gathered from all ranks.
   auto image_feats_all = coll.all_gather(out.image_feats);  // (B*W, Q, E)
   auto text_feat_all = coll.all_gather(out.text_feat);      // (B*W, E)
-  out.sim_i2t = std::get<0>(torch::einsum("bqe,te->btq", {out.image_feats, text_feat_all}).max(-1)) / model.temp;
-  out.sim_t2i = std::get<0>(torch::einsum("be,tqe->btq", {out.text_feat, image_feats_all}).max(-1)) / model.temp;
+  out.sim_i2t = Blip2ModelImpl::itc_similarity(out.image_feats, text_feat_all) / model.temp;
+  out.sim_t2i = Blip2ModelImpl::itc_similarity(image_feats_all, out.text_feat).t() / model.temp;
   torch::Tensor same_image;  // (B, B*W) pairs showing the same image (retrieval fine-tuning)
   if (in.image_ids.defined()) {
     nn::check_shape(in.image_ids, {B}, "stage1", "image_ids", "one id per image");
@@ -131,12 +238,7 @@ Stage1Output stage1_forward(Blip2ModelImpl& model, const Stage1Inputs& in, const
   auto itm_ids = torch::cat({in.text_ids, in.text_ids, text_ids_all.index_select(0, neg_txt)}, 0);
   auto itm_mask = torch::cat({text_mask, text_mask, text_mask_all.index_select(0, neg_txt)}, 0);
   auto itm_images = torch::cat({image_embeds, image_embeds_all.index_select(0, neg_img), image_embeds}, 0);
-  auto itm_emb = model.embeddings->forward(itm_ids, model.query_tokens.expand({3 * B, -1, -1}));
-  auto itm_full_mask = torch::cat({torch::ones({3 * B, Q}, itm_mask.options()), itm_mask}, 1);
-  auto itm_h = model.qformer
-                   ->forward(itm_emb, Q, nn::padding_bias(itm_full_mask, itm_emb.scalar_type(), -10000.0), itm_images)
-                   .last_hidden_state;
-  out.itm_logits = model.itm_head->forward(itm_h.slice(1, 0, Q)).mean(1);
+  out.itm_logits = model.itm_logits(itm_images, itm_ids, itm_mask);
   out.itm_labels = torch::cat({torch::ones({B}, torch::kLong), torch::zeros({2 * B}, torch::kLong)}).to(dev);
   out.loss_itm = cross_entropy(out.itm_logits, out.itm_labels, o.itm_label_smoothing);
 

@@ -6,10 +6,15 @@
 
 #include <torch/torch.h>
 
+#include <string>
+#include <vector>
+
 #include "blip2/model/blip2_model.h"
 #include "blip2/train/collective.h"
 
 namespace blip2 {
+
+class Tokenizer;
 
 // ---- stage 2 -----------------------------------------------------------
 struct LmLossOutput {
@@ -24,8 +29,38 @@ struct LmLossOutput {
 LmLossOutput lm_loss(Blip2ModelImpl& model, const torch::Tensor& pixel_values, const torch::Tensor& input_ids,
                      const torch::Tensor& attention_mask, const torch::Tensor& labels);
 
-// T5's _shift_right: [start] + labels[:, :-1], -100 -> pad.
-torch::Tensor shift_right(const torch::Tensor& labels, int64_t decoder_start_token_id, int64_t pad_token_id);
+// How stage-2 objectives read their texts.
+struct Stage2Text {
+  const Tokenizer* tokenizer = nullptr;  // the LLM's
+  int64_t max_txt_len = 32;              // tokens per text
+  std::string prompt;                    // put before each caption, never a target ("a photo of")
+};
+
+// The image-to-text objective of stage 2 (paper Sec. 3.3), for the model's
+// LM family. Decoder-only: prompt + caption + "\n"; BOS, prompt and pads are
+// not targets, the last query position predicts the first text token (LAVIS
+// blip2_opt). Encoder-decoder: prefix LM: each caption is split at a random
+// word (from `generator`); prompt + prefix go to the encoder with the visual
+// prompt, the suffix is the decoder's target.
+torch::Tensor caption_lm_loss(Blip2ModelImpl& model, const torch::Tensor& pixel_values,
+                              const std::vector<std::string>& captions, const Stage2Text& text,
+                              torch::Generator& generator);
+
+// One VQA sample per image.
+struct VqaTargets {
+  const std::vector<std::string>& questions;
+  const std::vector<std::string>& answers;
+  const std::vector<std::string>& image_ids;  // named in errors
+};
+
+// VQA fine-tuning: the question goes to the Q-Former (qformer_tokenizer) and
+// into `vqa_template` ("" = the LM family's) for the LLM; the answer is the
+// target (decoder-only: prompt + " " + answer + "\n", only the answer and
+// "\n" are targets; encoder-decoder: the prompt to the encoder, the answer
+// to the decoder).
+torch::Tensor vqa_answer_loss(Blip2ModelImpl& model, const torch::Tensor& pixel_values, const VqaTargets& vqa,
+                              const Stage2Text& text, const Tokenizer& qformer_tokenizer,
+                              const std::string& vqa_template);
 
 // ---- stage 1 -----------------------------------------------------------
 struct Stage1Options {

@@ -30,6 +30,24 @@ Setter set(T* dst) {
   };
 }
 
+constexpr TrainMode kModes[] = {TrainMode::kPretrain, TrainMode::kRetrieval, TrainMode::kCaption, TrainMode::kVqa};
+
+Setter set_mode(TrainMode* dst) {
+  return [dst](const YAML::Node& n, const std::string& where) {
+    std::string s;
+    set(&s)(n, where);
+    std::string known;
+    for (TrainMode m : kModes) {
+      if (s == train_mode_name(m)) {
+        *dst = m;
+        return;
+      }
+      known += std::string(known.empty() ? "" : ", ") + train_mode_name(m);
+    }
+    throw ConfigError(where + " '" + s + "' is not one of " + known);
+  };
+}
+
 Setter set_list(std::vector<std::string>* dst) {
   return [dst](const YAML::Node& n, const std::string& where) {
     dst->clear();
@@ -68,7 +86,7 @@ std::map<std::string, std::map<std::string, Setter>> schema(TrainConfig& c) {
         {"itm", set(&c.itm)},
         {"itg", set(&c.itg)},
         {"caption_positives", set(&c.caption_positives)},
-        {"mode", set(&c.mode)},
+        {"mode", set_mode(&c.mode)},
         {"vqa_template", set(&c.vqa_template)}}},
       {"optim",
        {{"lr", set(&c.optim.lr)},
@@ -108,6 +126,16 @@ void resolve(std::string& p, const std::string& base) {
 
 }  // namespace
 
+const char* train_mode_name(TrainMode mode) {
+  switch (mode) {
+    case TrainMode::kPretrain: return "pretrain";
+    case TrainMode::kRetrieval: return "retrieval";
+    case TrainMode::kCaption: return "caption";
+    case TrainMode::kVqa: return "vqa";
+  }
+  return "?";
+}
+
 TrainConfig TrainConfig::from_yaml_string(const std::string& yaml, const std::string& source) {
   YAML::Node root;
   try {
@@ -138,8 +166,7 @@ TrainConfig TrainConfig::from_yaml_string(const std::string& yaml, const std::st
       s->second(jt->second, source + ": " + key + "." + k);
     }
   }
-  c.optim.total_steps = c.max_steps;
-  if (c.mode == "caption" && c.prompt.empty()) c.prompt = "a photo of";
+  if (c.mode == TrainMode::kCaption && c.prompt.empty()) c.prompt = "a photo of";
   c.validate(source);
   return c;
 }
@@ -171,14 +198,12 @@ void TrainConfig::validate(const std::string& source) const {
   if (workers < 0) bad("data.workers must be >= 0");
   if (image_size < 0) bad("data.image_size must be >= 0 (0 = the model's)");
   if (stage == 1 && !itc && !itm && !itg) bad("stage 1 needs at least one of objective.itc, itm, itg");
-  if (mode != "pretrain" && mode != "retrieval" && mode != "caption" && mode != "vqa")
-    bad("objective.mode '" + mode + "' is not one of pretrain, retrieval, caption, vqa");
-  if (mode == "vqa" && stage != 2) bad("objective.mode vqa is a stage-2 fine-tuning (set stage: 2)");
+  if (mode == TrainMode::kVqa && stage != 2) bad("objective.mode vqa is a stage-2 fine-tuning (set stage: 2)");
   if (!vqa_template.empty() && vqa_template.find("{}") == std::string::npos)
     bad("objective.vqa_template must contain {} where the question goes");
   if (caption_positives && stage != 1) bad("objective.caption_positives is a stage-1 option (set stage: 1)");
-  if (mode == "retrieval" && stage != 1) bad("objective.mode retrieval is a stage-1 fine-tuning (set stage: 1)");
-  if (mode == "caption" && stage != 2) bad("objective.mode caption is a stage-2 fine-tuning (set stage: 2)");
+  if (mode == TrainMode::kRetrieval && stage != 1) bad("objective.mode retrieval is a stage-1 fine-tuning (set stage: 1)");
+  if (mode == TrainMode::kCaption && stage != 2) bad("objective.mode caption is a stage-2 fine-tuning (set stage: 2)");
   if (!annotations.empty() && !shards.empty()) bad("give data.annotations or data.shards, not both");
   optim.validate();
 }
@@ -200,7 +225,7 @@ std::string TrainConfig::to_yaml() const {
     << max_txt_len << YAML::Key << "prompt" << YAML::Value << prompt << YAML::Key << "itc" << YAML::Value << itc
     << YAML::Key << "itm" << YAML::Value << itm << YAML::Key << "itg" << YAML::Value << itg << YAML::Key << "caption_positives" << YAML::Value
     << caption_positives << YAML::Key << "mode"
-    << YAML::Value << mode << YAML::Key << "vqa_template" << YAML::Value << vqa_template << YAML::EndMap;
+    << YAML::Value << train_mode_name(mode) << YAML::Key << "vqa_template" << YAML::Value << vqa_template << YAML::EndMap;
   e << YAML::Key << "optim" << YAML::Value << YAML::BeginMap << YAML::Key << "lr" << YAML::Value << optim.lr
     << YAML::Key << "min_lr" << YAML::Value << optim.min_lr << YAML::Key << "warmup_lr" << YAML::Value
     << optim.warmup_lr << YAML::Key << "warmup_steps" << YAML::Value << optim.warmup_steps << YAML::Key

@@ -12,6 +12,17 @@
 
 namespace blip2 {
 
+// What a run trains (objective.mode).
+enum class TrainMode {
+  kPretrain,   // stage 1 or 2 on image-caption pairs (the paper's pre-training)
+  kRetrieval,  // stage 1: ITC targets and ITM negatives from image ids; several captions of one image are positives
+  kCaption,    // stage 2: prompt defaults to "a photo of"
+  kVqa,        // stage 2: data.annotations holds [{image, question, answer}]; the question goes to the
+               // Q-Former as text and into the LLM prompt, the answer is the target
+};
+// The YAML spelling: "pretrain", "retrieval", "caption", "vqa".
+const char* train_mode_name(TrainMode mode);
+
 struct TrainConfig {
   int stage = 1;  // 1: ITC+ITM+ITG with the frozen ViT; 2: LM loss through the frozen LLM
 
@@ -42,12 +53,7 @@ struct TrainConfig {
   // never ITM negatives (a synthetic world where many images share a caption;
   // the image-id rule of mode "retrieval" applied to caption texts).
   bool caption_positives = false;
-  // "pretrain" (default); "retrieval" (stage 1: ITC targets and ITM negatives
-  // from image ids, several captions of one image are all positives);
-  // "caption" (stage 2: prompt defaults to "a photo of"); "vqa" (stage 2:
-  // data.annotations holds [{image, question, answer}], the question goes to
-  // the Q-Former as text and into the LLM prompt, the answer is the target).
-  std::string mode = "pretrain";
+  TrainMode mode = TrainMode::kPretrain;
 
   // optimisation
   OptimConfig optim;

@@ -17,6 +17,7 @@
 #include "blip2/nn/layers.h"
 #include "blip2/train/losses.h"
 #include "blip2/train/optim.h"
+#include "blip2/util/atomic_file.h"
 #include "blip2/util/error.h"
 
 namespace fs = std::filesystem;
@@ -34,29 +35,6 @@ json StepMetrics::to_json() const {
 
 void init_bert_weights(torch::nn::Module& m, double std) { nn::init_normal(m, std); }
 
-std::pair<torch::Tensor, torch::Tensor> tokenize_batch(const Tokenizer& tok, const std::vector<std::string>& texts,
-                                                       int64_t max_len, int64_t pad_id, bool add_special_tokens) {
-  TextBatchOptions o;
-  o.max_len = max_len;
-  o.pad_id = pad_id;
-  o.add_special_tokens = add_special_tokens;
-  return encode_batch(tok, texts, o);
-}
-
-namespace {
-
-// Decoder-only LM loss with the visual prompt in front (LAVIS blip2_opt):
-// logits (B, Q+T, V) over queries + text, labels (B, T) with -100 for
-// positions that are not targets; the queries are never targets.
-torch::Tensor decoder_only_loss(torch::Tensor logits, const torch::Tensor& labels, int64_t Q) {
-  if (logits.scalar_type() != torch::kDouble) logits = logits.to(torch::kFloat);
-  auto full = torch::cat({torch::full({labels.size(0), Q}, -100, torch::kLong), labels}, 1);
-  return F::cross_entropy(logits.slice(1, 0, logits.size(1) - 1).reshape({-1, logits.size(2)}),
-                          full.slice(1, 1).reshape({-1}), F::CrossEntropyFuncOptions().ignore_index(-100));
-}
-
-}  // namespace
-
 // ---------------------------------------------------------------------------
 // Model assembly
 
@@ -70,7 +48,7 @@ Blip2Model build_training_model(const TrainConfig& c) {
   parts.language = c.stage == 2;
   parts.retrieval = c.stage == 1;
   parts.itg = c.stage == 1;
-  parts.qformer_text = c.mode == "vqa";  // the question is read by the Q-Former too
+  parts.qformer_text = c.mode == TrainMode::kVqa;  // the question is read by the Q-Former too
   Blip2Model m(mc, parts);
   {
     // Layers are built uninitialised (nn/layers.h): BERT initialisation
@@ -172,7 +150,7 @@ void Trainer::setup() {
     if (config_.lm_tokenizer.empty())
       throw ConfigError("stage 2 needs model.lm_tokenizer (the language model's tokenizer directory)");
     lm_tok_ = load_tokenizer(config_.lm_tokenizer);
-    if (config_.mode == "vqa") {
+    if (config_.mode == TrainMode::kVqa) {
       if (config_.qformer_tokenizer.empty())
         throw ConfigError("objective.mode vqa needs model.qformer_tokenizer: the question is given to the Q-Former");
       qformer_tok_ = load_tokenizer(config_.qformer_tokenizer);
@@ -181,8 +159,30 @@ void Trainer::setup() {
   optimizer_ = make_adamw(*model_, config_.optim, model_->config().vision.num_hidden_layers, &lr_scales_);
 }
 
+namespace {
+
+// Positive-group ids for stage-1 ITC (image ids, or with caption_positives
+// the caption texts) as integers: numeric ids as they are, others hashed
+// (FNV-1a), the same on every rank.
+torch::Tensor group_ids(const std::vector<std::string>& keys) {
+  std::vector<int64_t> ids;
+  for (const auto& s : keys) {
+    char* end = nullptr;
+    long long v = std::strtoll(s.c_str(), &end, 10);
+    if (!s.empty() && *end == '\0') {
+      ids.push_back(v);
+    } else {
+      uint64_t h = 1469598103934665603ULL;
+      for (unsigned char ch : s) h = (h ^ ch) * 1099511628211ULL;
+      ids.push_back(static_cast<int64_t>(h >> 1));
+    }
+  }
+  return torch::tensor(ids, torch::kLong);
+}
+
+}  // namespace
+
 std::map<std::string, torch::Tensor> Trainer::losses(const TrainBatch& batch) {
-  std::map<std::string, torch::Tensor> out;
   const auto B = static_cast<int64_t>(batch.captions.size());
   if (batch.pixel_values.size(0) != B)
     throw InputError("[trainer] batch has " + std::to_string(batch.pixel_values.size(0)) + " images but " +
@@ -196,23 +196,8 @@ std::map<std::string, torch::Tensor> Trainer::losses(const TrainBatch& batch) {
     in.text_mask = mask;
     in.generator = gen_;
     in.train_vision = config_.train_vision;
-    if (config_.mode == "retrieval" || config_.caption_positives) {
-      // Image ids (or, with caption_positives, the caption texts) as integers:
-      // numeric ids as they are, others hashed (FNV-1a), the same on every rank.
-      std::vector<int64_t> ids;
-      for (const auto& s : config_.caption_positives ? batch.captions : batch.image_ids) {
-        char* end = nullptr;
-        long long v = std::strtoll(s.c_str(), &end, 10);
-        if (!s.empty() && *end == '\0') {
-          ids.push_back(v);
-        } else {
-          uint64_t h = 1469598103934665603ULL;
-          for (unsigned char ch : s) h = (h ^ ch) * 1099511628211ULL;
-          ids.push_back(static_cast<int64_t>(h >> 1));
-        }
-      }
-      in.image_ids = torch::tensor(ids, torch::kLong);
-    }
+    if (config_.mode == TrainMode::kRetrieval || config_.caption_positives)
+      in.image_ids = group_ids(config_.caption_positives ? batch.captions : batch.image_ids);
     Stage1Options o;
     o.dec_token_id = *qformer_tok_->token_to_id("[DEC]");
     o.pad_token_id = qformer_tok_->pad_id().value_or(0);
@@ -220,96 +205,20 @@ std::map<std::string, torch::Tensor> Trainer::losses(const TrainBatch& batch) {
     o.use_itm = config_.itm;
     o.use_itg = config_.itg;
     auto r = stage1_forward(*model_, in, o, coll_);
-    out = {{"loss", r.loss}, {"loss_itc", r.loss_itc}, {"loss_itm", r.loss_itm}, {"loss_lm", r.loss_lm}};
-    return out;
+    return {{"loss", r.loss}, {"loss_itc", r.loss_itc}, {"loss_itm", r.loss_itm}, {"loss_lm", r.loss_lm}};
   }
-  const auto& text_cfg = model_->config().text;
-  const int64_t pad = lm_tok_->pad_id().value_or(text_cfg.pad_token_id());
-  if (config_.mode == "vqa") {
-    // Records carry "question \x1f answer" (see data_source.cpp).
-    std::vector<std::string> questions, prompts, answers;
-    const std::string tmpl = config_.vqa_template.empty() ? text_cfg.vqa_template() : config_.vqa_template;
-    for (const auto& c : batch.captions) {
-      const auto sep = c.find('\x1f');
-      const std::string q = sep == std::string::npos ? c : c.substr(0, sep);
-      const std::string a = sep == std::string::npos ? std::string() : c.substr(sep + 1);
-      questions.push_back(q);
-      prompts.push_back(text::fill_template(tmpl, q));
-      answers.push_back(a);
-    }
-    auto [qids, qmask] = tokenize_batch(*qformer_tok_, questions, config_.max_txt_len, qformer_tok_->pad_id().value_or(0));
-    if (!text_cfg.is_encoder_decoder()) {
-      // prompt + " " + answer + "\n"; only the answer (and "\n") are targets.
-      std::vector<std::string> texts;
-      std::vector<int64_t> prompt_lens;
-      for (size_t i = 0; i < prompts.size(); ++i) {
-        texts.push_back(prompts[i] + " " + answers[i] + "\n");
-        prompt_lens.push_back(static_cast<int64_t>(lm_tok_->encode(prompts[i], true).size()));
-      }
-      // The whole prompt + answer must fit the LLM's context after the queries.
-      const int64_t context = text_cfg.opt.max_position_embeddings - model_->config().num_query_tokens;
-      auto [ids, mask] = tokenize_batch(*lm_tok_, texts, context, pad);
-      auto labels = ids.masked_fill(mask == 0, -100);
-      for (int64_t b = 0; b < B; ++b) {
-        if (mask[b].sum().item<int64_t>() <= prompt_lens[static_cast<size_t>(b)] && mask[b].sum().item<int64_t>() >= context)
-          throw InputError("[trainer] the VQA prompt for image '" + batch.image_ids[static_cast<size_t>(b)] +
-                           "' leaves no room for the answer in the language model's context (" +
-                           std::to_string(context) + " tokens after the queries); shorten the question or template");
-        labels[b].slice(0, 0, std::min<int64_t>(prompt_lens[static_cast<size_t>(b)], labels.size(1))).fill_(-100);
-      }
-      auto f = model_->forward(batch.pixel_values, ids, mask, {}, false, qids, qmask);
-      out["loss_lm"] = decoder_only_loss(f.lm.logits, labels, model_->config().num_query_tokens);
-    } else {
-      auto [ids, mask] = tokenize_batch(*lm_tok_, prompts, config_.max_txt_len + 32, pad);
-      auto [tgt, tmask] = tokenize_batch(*lm_tok_, answers, config_.max_txt_len, pad);
-      auto labels = tgt.masked_fill(tmask == 0, -100);
-      const auto& t5 = text_cfg.t5;
-      auto dec = shift_right(labels, t5.decoder_start_token_id, t5.pad_token_id);
-      auto f = model_->forward(batch.pixel_values, ids, mask, dec, false, qids, qmask);
-      auto logits = f.lm.logits;
-      if (logits.scalar_type() != torch::kDouble) logits = logits.to(torch::kFloat);
-      out["loss_lm"] = F::cross_entropy(logits.reshape({-1, logits.size(2)}), labels.reshape({-1}),
-                                        F::CrossEntropyFuncOptions().ignore_index(-100));
-    }
-    out["loss"] = out["loss_lm"];
-    return out;
-  }
-  if (!text_cfg.is_encoder_decoder()) {
-    // LAVIS blip2_opt: prompt + caption + "\n"; BOS, prompt and pads are not
-    // targets; the last query position predicts the first text token.
-    std::vector<std::string> texts;
-    for (const auto& c : batch.captions) texts.push_back(config_.prompt + c + "\n");
-    auto [ids, mask] = tokenize_batch(*lm_tok_, texts, config_.max_txt_len, pad);
-    const int64_t prompt_len =
-        config_.prompt.empty() ? 1 : static_cast<int64_t>(lm_tok_->encode(config_.prompt, true).size());
-    auto labels = ids.masked_fill(mask == 0, -100);
-    labels.slice(1, 0, std::min<int64_t>(prompt_len, labels.size(1))).fill_(-100);
-    auto f = model_->forward(batch.pixel_values, ids, mask);
-    out["loss_lm"] = decoder_only_loss(f.lm.logits, labels, model_->config().num_query_tokens);
+  Stage2Text text;
+  text.tokenizer = lm_tok_.get();
+  text.max_txt_len = config_.max_txt_len;
+  text.prompt = config_.prompt;
+  torch::Tensor lm;
+  if (config_.mode == TrainMode::kVqa) {
+    VqaTargets vqa{batch.questions, batch.captions, batch.image_ids};
+    lm = vqa_answer_loss(*model_, batch.pixel_values, vqa, text, *qformer_tok_, config_.vqa_template);
   } else {
-    // Prefix LM (paper, Sec. 3.3): split each caption at a random word; the
-    // prompt + prefix go to the encoder with the visual prompt, the suffix is
-    // the decoder's target.
-    std::vector<std::string> prefixes, suffixes;
-    for (const auto& c : batch.captions) {
-      std::istringstream is(c);
-      std::vector<std::string> words;
-      for (std::string w; is >> w;) words.push_back(w);
-      const int64_t n = static_cast<int64_t>(words.size());
-      const int64_t k = n > 1 ? torch::randint(0, n, {1}, gen_).item<int64_t>() : 0;
-      std::string pre, suf;
-      for (int64_t i = 0; i < n; ++i) (i < k ? pre : suf) += (i < k ? (pre.empty() ? "" : " ") : (suf.empty() ? "" : " ")) + words[i];
-      prefixes.push_back(config_.prompt.empty() ? pre : (pre.empty() ? config_.prompt : config_.prompt + " " + pre));
-      suffixes.push_back(suf);
-    }
-    auto [ids, mask] = tokenize_batch(*lm_tok_, prefixes, config_.max_txt_len, pad);
-    auto [tgt, tmask] = tokenize_batch(*lm_tok_, suffixes, config_.max_txt_len, pad);
-    auto labels = tgt.masked_fill(tmask == 0, -100);
-    auto r = lm_loss(*model_, batch.pixel_values, ids, mask, labels);
-    out["loss_lm"] = r.loss;
+    lm = caption_lm_loss(*model_, batch.pixel_values, batch.captions, text, gen_);
   }
-  out["loss"] = out["loss_lm"];
-  return out;
+  return {{"loss", lm}, {"loss_lm", lm}};
 }
 
 StepMetrics Trainer::train_step(BatchSource& data) {
@@ -367,27 +276,6 @@ StepMetrics Trainer::train_step(BatchSource& data) {
 
 namespace {
 
-void fsync_path(const fs::path& p) {
-  int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
-}
-
-void write_file_atomic(const fs::path& p, const std::string& text) {
-  const fs::path tmp = p.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw Error("cannot write '" + tmp.string() + "'; check that the directory is writable");
-    out << text;
-    out.flush();
-    if (!out) throw Error("writing '" + tmp.string() + "' failed (disk full?)");
-  }
-  fsync_path(tmp);
-  fs::rename(tmp, p);
-}
-
 std::string checkpoint_name(int64_t step) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "checkpoint-%08lld", static_cast<long long>(step));
@@ -420,7 +308,7 @@ std::string Trainer::save_checkpoint(const BatchSource* data) {
     const auto& parts = model_->parts();
     saved.architectures = {parts.retrieval && !parts.language ? "Blip2ForImageTextRetrieval"
                                                               : "Blip2ForConditionalGeneration"};
-    write_file_atomic(tmp / "config.json", saved.to_json_string());
+    write_atomic(tmp / "config.json", saved.to_json_string());
   }
   // Self-contained: the tokenizer the model reads text with, and the image size.
   const std::string tok_dir = config_.stage == 1 ? config_.qformer_tokenizer : config_.lm_tokenizer;
@@ -428,7 +316,7 @@ std::string Trainer::save_checkpoint(const BatchSource* data) {
                              "special_tokens_map.json", "added_tokens.json", "spiece.model", "vocab.txt"};
   for (const char* f : tok_files)
     if (!tok_dir.empty() && fs::exists(fs::path(tok_dir) / f)) fs::copy_file(fs::path(tok_dir) / f, tmp / f);
-  if (config_.stage == 2 && config_.mode == "vqa") {
+  if (config_.stage == 2 && config_.mode == TrainMode::kVqa) {
     // The Q-Former's own tokenizer, where HF's InstructBLIP processor keeps it.
     fs::create_directories(tmp / "qformer_tokenizer");
     for (const char* f : tok_files)
@@ -437,7 +325,7 @@ std::string Trainer::save_checkpoint(const BatchSource* data) {
   }
   {
     const int64_t size = config_.image_size > 0 ? config_.image_size : model_->config().vision.image_size;
-    write_file_atomic(tmp / "preprocessor_config.json",
+    write_atomic(tmp / "preprocessor_config.json",
                       json({{"image_processor_type", "BlipImageProcessor"},
                             {"size", {{"height", size}, {"width", size}}},
                             {"do_resize", true},
@@ -458,12 +346,12 @@ std::string Trainer::save_checkpoint(const BatchSource* data) {
              {"world_size", coll_.world_size()},
              {"data", data ? data->state() : json(nullptr)},
              {"config", config_.to_yaml()}};
-  write_file_atomic(tmp / "trainer_state.json", st.dump(2));
+  write_atomic(tmp / "trainer_state.json", st.dump(2));
   fsync_path(tmp);
   if (fs::exists(final_dir)) fs::remove_all(final_dir);
   fs::rename(tmp, final_dir);
   fsync_path(out_dir);
-  write_file_atomic(out_dir / "latest", checkpoint_name(step_) + "\n");
+  write_atomic(out_dir / "latest", checkpoint_name(step_) + "\n");
   // Keep the newest keep_checkpoints.
   std::vector<fs::path> all;
   for (const auto& e : fs::directory_iterator(out_dir))
@@ -548,7 +436,7 @@ void Trainer::fit(BatchSource& data) {
         auto j = json::parse(line, nullptr, false);
         if (j.is_object() && j.value("step", int64_t{0}) <= step_) kept += line + "\n";
       }
-      write_file_atomic(metrics, kept);
+      write_atomic(metrics, kept);
     }
   }
   // Logged losses are means over the steps since the previous line (as HF's

@@ -21,8 +21,9 @@ class Tokenizer;
 
 struct TrainBatch {
   torch::Tensor pixel_values;         // (B, 3, H, W) preprocessed
-  std::vector<std::string> captions;  // one per image
+  std::vector<std::string> captions;  // one per image (VQA: the answer)
   std::vector<std::string> image_ids;
+  std::vector<std::string> questions;  // VQA: one per image; empty otherwise
 };
 
 // Where batches come from; resumable through an opaque JSON state.
@@ -48,10 +49,6 @@ Blip2Model build_training_model(const TrainConfig& config);
 
 // Initialises Linear/Embedding weights N(0, std), biases 0, LayerNorm 1/0 (BERT).
 void init_bert_weights(torch::nn::Module& m, double std = 0.02);
-
-// Right-padded token ids (B, L) and mask for texts; L = longest, at most max_len.
-std::pair<torch::Tensor, torch::Tensor> tokenize_batch(const Tokenizer& tok, const std::vector<std::string>& texts,
-                                                       int64_t max_len, int64_t pad_id, bool add_special_tokens = true);
 
 class Trainer {
  public:

@@ -32,8 +32,8 @@ TEST(ConfigTest, DefaultsFillTheSameFieldsAsTransformers) {
     json full = read((e.path() / "config_full.json").string());
     EXPECT_EQ(a.vision.layer_norm_eps, full["vision_config"]["layer_norm_eps"].get<double>());
     EXPECT_EQ(a.qformer.max_position_embeddings, full["qformer_config"]["max_position_embeddings"].get<int64_t>());
-    EXPECT_EQ(a.text.model_type, full["text_config"]["model_type"].get<std::string>());
-    if (a.text.model_type == "opt") {
+    EXPECT_EQ(lm_family_name(a.text.family), full["text_config"]["model_type"].get<std::string>());
+    if (a.text.family == LmFamily::kOpt) {
       EXPECT_EQ(a.text.opt.bos_token_id, full["text_config"]["bos_token_id"].get<int64_t>());
       EXPECT_EQ(a.text.opt.word_embed_proj_dim, full["text_config"]["word_embed_proj_dim"].get<int64_t>());
     } else {
@@ -52,7 +52,7 @@ TEST(ConfigTest, HubDefaultsAreThoseOfBlip2Opt27b) {
   EXPECT_EQ(c.qformer.hidden_size, 768);
   EXPECT_EQ(c.qformer.cross_attention_frequency, 2);
   EXPECT_EQ(c.num_query_tokens, 32);
-  EXPECT_EQ(c.text.model_type, "opt");
+  EXPECT_EQ(c.text.family, LmFamily::kOpt);
   EXPECT_FALSE(c.image_token_index.has_value());
 }
 

@@ -35,7 +35,7 @@ void expect_cached_decoding_matches_full_forward(const Blip2Config& c) {
   gc.min_new_tokens = 6;  // EOS suppressed: every step decodes
   gc.output_logits = true;
   auto out = m->generate(pixels, ids, mask, gc, /*prepend_bos=*/false);
-  const bool encdec = c.text.is_encoder_decoder();
+  const bool encdec = m->language_model->is_encoder_decoder();
   const int64_t prefix = encdec ? 1 : 0;
   ASSERT_EQ(out.step_logits.size(1), out.sequences.size(1) - prefix);
   for (int64_t s = 0; s < out.step_logits.size(1); ++s) {
@@ -54,7 +54,7 @@ void expect_cached_decoding_matches_full_forward(const Blip2Config& c) {
         << "step " << s << " max diff " << (out.step_logits.select(1, s) - logits).abs().max().item<float>()
         << " scale " << logits.abs().max().item<float>();
     auto no_eos = logits.clone();
-    no_eos.select(1, c.text.eos_token_id()).fill_(-INFINITY);
+    no_eos.select(1, m->language_model->eos_token_id()).fill_(-INFINITY);
     EXPECT_TRUE(torch::equal(out.sequences.select(1, prefix + s), no_eos.argmax(1))) << "step " << s;
   }
 }

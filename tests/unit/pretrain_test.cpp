@@ -84,10 +84,10 @@ void expect_loads_identically(const Blip2Config& mc, LanguageModel& lm, const st
   load_weights(*m, io::TensorStore::open(dir + "/model.safetensors"), o);
   m->eval();
   torch::NoGradGuard g;
-  const int64_t pad = mc.text.pad_token_id();
+  const int64_t pad = m->language_model->pad_token_id();
   auto [ids, mask] = tokenize_batch(tok, {"a red circle", "a blue square below"}, 32, pad);
   torch::Tensor dec;
-  if (mc.text.is_encoder_decoder())
+  if (m->language_model->is_encoder_decoder())
     dec = shift_right(tokenize_batch(tok, {"above a star", "a star"}, 32, pad).first, 0, pad);
   auto a = lm.forward(lm.embed_tokens(ids), mask, dec, false).logits;
   auto b = m->language_model->forward(m->language_model->embed_tokens(ids), mask, dec, false).logits;

@@ -339,7 +339,7 @@ TEST_F(TrainLoopTest, FineTuningTheImageEncoderUpdatesIt) {
 
 TEST_F(TrainLoopTest, RetrievalModeTrainsWithImageIds) {
   cfg_.max_steps = 2;
-  cfg_.mode = "retrieval";
+  cfg_.mode = TrainMode::kRetrieval;
   Trainer t(cfg_);
   auto src = source();
   std::vector<StepMetrics> ms;

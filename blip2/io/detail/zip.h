@@ -23,6 +23,7 @@
 #include <set>
 #include <sstream>
 #include <unordered_map>
+#include "blip2/util/atomic_file.h"
 #include "blip2/util/error.h"
 
 namespace blip2::io::detail {
@@ -262,56 +263,8 @@ class ZipArchive {
 
 // ---------------------------------------------------------------- writer
 
-class FileWriter {
- public:
-  explicit FileWriter(const std::string& path) : path_(path) {
-    std::string dir = ".";
-    auto slash = path.rfind('/');
-    if (slash != std::string::npos) dir = slash == 0 ? "/" : path.substr(0, slash);
-    std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
-    tmp_ = (dir == "/" ? "" : dir) + "/." + base + ".tmp.XXXXXX";
-    fd_ = ::mkstemp(tmp_.data());
-    if (fd_ < 0) throw CheckpointError("cannot create a temporary file beside '" + path + "': " + std::strerror(errno));
-  }
-  ~FileWriter() {
-    if (fd_ >= 0) {
-      ::close(fd_);
-      ::unlink(tmp_.c_str());
-    }
-  }
-  void write(const void* data, uint64_t n) {
-    const auto* p = static_cast<const uint8_t*>(data);
-    while (n > 0) {
-      ssize_t w = ::write(fd_, p, std::min<uint64_t>(n, 1u << 30));
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) throw CheckpointError("cannot write '" + path_ + "': " + std::strerror(errno));
-      p += w;
-      n -= static_cast<uint64_t>(w);
-      off_ += static_cast<uint64_t>(w);
-    }
-  }
-  void pwrite_at(uint64_t at, const void* data, size_t n) {
-    if (::pwrite(fd_, data, n, static_cast<off_t>(at)) != static_cast<ssize_t>(n))
-      throw CheckpointError("cannot write '" + path_ + "': " + std::strerror(errno));
-  }
-  uint64_t offset() const { return off_; }
-  void commit() {
-    if (::fchmod(fd_, 0644) != 0 || ::fsync(fd_) != 0)
-      throw CheckpointError("cannot flush '" + path_ + "': " + std::strerror(errno));
-    ::close(fd_);
-    fd_ = -1;
-    if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
-      int err = errno;
-      ::unlink(tmp_.c_str());
-      throw CheckpointError("cannot rename the temporary file to '" + path_ + "': " + std::strerror(err));
-    }
-  }
-
- private:
-  std::string path_, tmp_;
-  int fd_ = -1;
-  uint64_t off_ = 0;
-};
+// The archive is written through AtomicFile (util/atomic_file.h).
+using FileWriter = AtomicFile;
 
 struct Bytes {
   std::string b;
