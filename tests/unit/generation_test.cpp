@@ -19,7 +19,15 @@ class BigramLm : public LanguageModel {
       : first_(torch::tensor(first)), table_(torch::zeros({kV, kV})) {
     for (int64_t i = 0; i < kV; ++i) table_[i] = torch::tensor(table[static_cast<size_t>(i)]);
   }
+  LmFamily family() const override { return LmFamily::kOpt; }
   bool is_encoder_decoder() const override { return false; }
+  int64_t bos_token_id() const override { return kPad; }
+  int64_t eos_token_id() const override { return kEos; }
+  int64_t pad_token_id() const override { return kPad; }
+  std::optional<int64_t> context_length() const override { return std::nullopt; }
+  std::string vqa_template() const override { return "{}"; }
+  bool is_tied_copy(const std::string&) const override { return false; }
+  torch::Tensor decoder_input_ids(const torch::Tensor&) const override { return {}; }
   int64_t hidden_size() const override { return 2; }
   int64_t vocab_size() const override { return kV; }
   torch::Tensor embed_tokens(const torch::Tensor& ids) override { return torch::zeros({ids.size(0), ids.size(1), 2}); }
