@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "blip2/data/image.h"
-#include "blip2/model/generation.h"
+#include "blip2/model/generation_config.h"
 #include "blip2/util/error.h"
 
 namespace at {
@@ -46,6 +46,11 @@ struct TextResult {
   std::vector<int64_t> token_ids;  // as generated (BOS / decoder start first)
   double seconds = 0;              // wall time of the batch this result came from
 };
+
+// The model directory to use: `given` when not empty, else $BLIP2_MODEL,
+// else the bundled models/shapes/opt (beside the build tree, or installed
+// under share/blip2). ConfigError listing the places looked in.
+std::string resolve_model_dir(const std::string& given = "");
 
 class Pipeline {
  public:

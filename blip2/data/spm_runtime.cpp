@@ -111,6 +111,9 @@ std::vector<std::string> SpmModel::shim_candidates() {
 #ifdef BLIP2_SPM_SHIM_BUILD_PATH
   out.push_back(BLIP2_SPM_SHIM_BUILD_PATH);
 #endif
+#ifdef BLIP2_SPM_SHIM_INSTALL_PATH
+  out.push_back(BLIP2_SPM_SHIM_INSTALL_PATH);
+#endif
   out.push_back("libblip2_spm.so");
   return out;
 }

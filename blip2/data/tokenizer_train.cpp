@@ -10,6 +10,7 @@
 
 #include "blip2/data/bpe_tokenizer.h"
 #include "blip2/data/spm_runtime.h"
+#include "blip2/data/tokenizer.h"
 #include "blip2/util/error.h"
 
 namespace fs = std::filesystem;
@@ -166,6 +167,15 @@ TokenizerTrainReport train_tokenizer(const std::vector<std::string>& texts, cons
                            : train_sentencepiece(nonempty, out_dir, o.vocab_size);
   }
   throw ConfigError("tokenizer kind '" + o.kind + "' is not one of wordpiece, bpe, sentencepiece");
+}
+
+std::vector<std::string> read_corpus_texts(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw InputError("corpus file '" + path + "' cannot be read");
+  std::vector<std::string> texts;
+  for (std::string line; std::getline(in, line);)
+    for (auto& field : text::split_fields(line, '\t')) texts.push_back(std::move(field));
+  return texts;
 }
 
 }  // namespace blip2

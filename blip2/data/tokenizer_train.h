@@ -23,6 +23,10 @@ struct TokenizerTrainReport {
   int64_t merges = 0;  // bpe
 };
 
+// The texts of a corpus file: one per line, or per tab-separated field of a
+// line (the shapes corpus). InputError when the file cannot be read.
+std::vector<std::string> read_corpus_texts(const std::string& path);
+
 // `texts`: the corpus, one text per entry. Throws InputError / ConfigError
 // naming the problem (empty corpus, unknown kind, unwritable directory).
 TokenizerTrainReport train_tokenizer(const std::vector<std::string>& texts, const std::string& out_dir,

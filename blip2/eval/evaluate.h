@@ -7,7 +7,7 @@
 //                                         RetrievalTask.itm_eval: ITC ranking, ITM + ITC
 //                                         re-ranking of each row's top k)
 //
-// Data files are the shapes world's (blip2/data/shapes.h), which are also
+// Data files are the shapes world's (blip2/shapes/shapes.h), which are also
 // LAVIS's COCO / VQA annotation layouts:
 //   captions.json  [{"image": "images/000000.png", "caption": ["..", ..] or "..", "image_id": 0}, ..]
 //   questions.json [{"image": .., "question": "..", "answer": ["..", ..] or "..",
@@ -33,7 +33,7 @@
 #include "blip2/blip2.h"
 #include "blip2/config/config.h"
 #include "blip2/eval/metrics.h"
-#include "blip2/model/generation.h"
+#include "blip2/model/generation_config.h"
 
 namespace at {
 class Tensor;
@@ -60,6 +60,9 @@ struct EvalOptions {
   // Called after each batch with the work done so far and the total (same
   // unit, e.g. images); total is fixed for one evaluation.
   std::function<void(int64_t done, int64_t total)> progress;
+
+  void validate() const;                           // ConfigError naming the flag (--batch-size)
+  void report(int64_t done, int64_t total) const;  // calls progress when set
 };
 
 // Caption metrics of predictions against references (raw strings): both go
@@ -85,16 +88,6 @@ nlohmann::json evaluate_captions(Pipeline& pipeline, const std::string& data_dir
 //  "samples": [{"image", "question", "prediction", "answers", "accuracy"}, ..]}:
 // data_dir/questions.json answered through Pipeline::answer in batches.
 nlohmann::json evaluate_vqa(Pipeline& pipeline, const std::string& data_dir, const EvalOptions& options = {});
-
-// The frozen LM alone, reading each question's scene as text: the first
-// reference caption of its image (captions.json) stands in the context slot
-// where BLIP-2 puts the visual prompt (LmText, docs/pretraining.md), then the
-// VQA prompt; answers decoded as evaluate_vqa does (same output). The LM
-// directory is a `blip2 pretrain lm` output (model.safetensors under the LM's
-// own names + tokenizer); `text` its dimensions. What zero-shot VQA through
-// the Q-Former could reach if the queries carried the caption perfectly.
-nlohmann::json evaluate_text_vqa(const std::string& lm_dir, const TextConfig& text, const std::string& data_dir,
-                                 const EvalOptions& options = {});
 
 // ---- retrieval ----
 

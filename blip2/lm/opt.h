@@ -66,7 +66,8 @@ class OptLanguageModel : public LanguageModel {
   int64_t eos_token_id() const override { return c_.eos_token_id; }
   int64_t pad_token_id() const override { return c_.pad_token_id; }
   std::optional<int64_t> context_length() const override { return c_.max_position_embeddings; }
-  std::string vqa_template() const override { return "Question: {} Answer:"; }
+  static constexpr const char* kVqaTemplate = "Question: {} Answer:";
+  std::string vqa_template() const override { return kVqaTemplate; }
   bool is_tied_copy(const std::string& name) const override;
   torch::Tensor decoder_input_ids(const torch::Tensor&) const override { return {}; }
   torch::Tensor embed_tokens(const torch::Tensor& ids) override;

@@ -89,7 +89,8 @@ class T5LanguageModel : public LanguageModel {
   int64_t eos_token_id() const override { return c_.eos_token_id; }
   int64_t pad_token_id() const override { return c_.pad_token_id; }
   std::optional<int64_t> context_length() const override { return std::nullopt; }
-  std::string vqa_template() const override { return "Question: {} Short answer:"; }
+  static constexpr const char* kVqaTemplate = "Question: {} Short answer:";
+  std::string vqa_template() const override { return kVqaTemplate; }
   bool is_tied_copy(const std::string& name) const override;
   torch::Tensor decoder_input_ids(const torch::Tensor& labels) const override {
     return shift_right(labels, c_.decoder_start_token_id, c_.pad_token_id);

@@ -11,6 +11,7 @@
 #include "blip2/io/weight_map.h"
 #include "blip2/nn/ops.h"
 #include "blip2/util/error.h"
+#include "blip2/util/progress.h"
 
 namespace blip2 {
 
@@ -245,13 +246,6 @@ ItcOutput Blip2ModelImpl::itc(const torch::Tensor& pixel_values, const torch::Te
 // ---------------------------------------------------------------------------
 // Loading
 
-int64_t resident_memory_kb() {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6));
-  return 0;
-}
 
 namespace {
 

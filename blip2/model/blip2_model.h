@@ -183,7 +183,5 @@ void load_weights(Blip2ModelImpl& model, const io::TensorStore& store, const Loa
 // config.json + model.safetensors (or shards) from a HF checkpoint directory.
 Blip2Model load_blip2(const std::string& dir, const LoadOptions& options = {}, LoadReport* report = nullptr);
 
-// Resident set size of this process in KiB (0 where unknown).
-int64_t resident_memory_kb();
 
 }  // namespace blip2

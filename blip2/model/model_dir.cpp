@@ -11,6 +11,27 @@ namespace fs = std::filesystem;
 
 namespace blip2 {
 
+namespace {
+std::string exe_dir() {
+  std::error_code ec;
+  auto p = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? "." : p.parent_path().string();
+}
+}  // namespace
+
+std::string resolve_model_dir(const std::string& given) {
+  if (!given.empty()) return given;
+  if (const char* env = std::getenv("BLIP2_MODEL")) return env;
+  std::string tried;
+  for (const auto& c : {exe_dir() + "/../../models/shapes/opt", exe_dir() + "/../share/blip2/models/shapes/opt",
+                        std::string("models/shapes/opt")}) {
+    if (fs::exists(fs::path(c) / "config.json")) return fs::weakly_canonical(c).string();
+    tried += (tried.empty() ? "" : ", ") + c;
+  }
+  throw ConfigError("no --model given and no bundled default model found (looked in " + tried +
+                    "); pass --model DIR with a BLIP-2 checkpoint directory");
+}
+
 torch::Device parse_device(const std::string& name) {
   torch::Device device{torch::kCPU};
   try {

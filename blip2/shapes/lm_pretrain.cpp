@@ -1,6 +1,7 @@
-#include "blip2/train/lm_pretrain.h"
+#include "blip2/shapes/lm_pretrain.h"
 
 #include <filesystem>
+#include <fstream>
 #include <random>
 #include <sstream>
 
@@ -45,6 +46,16 @@ LmText parse_lm_text(const std::string& line, const std::string& where) {
   LmText t = f.size() == 1 ? LmText{"", "", f[0]} : LmText{f[0], f[1], f[2]};
   if (split_words(t.target).empty()) throw InputError(where + ": the target text is empty");
   return t;
+}
+
+std::vector<LmText> read_lm_corpus(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw InputError("corpus file '" + path + "' cannot be read");
+  std::vector<LmText> texts;
+  size_t line_no = 0;
+  for (std::string line; std::getline(in, line);)
+    if (++line_no, !line.empty()) texts.push_back(parse_lm_text(line, path + ":" + std::to_string(line_no)));
+  return texts;
 }
 
 LmPretrainResult pretrain_language_model(const LmPretrainConfig& c,

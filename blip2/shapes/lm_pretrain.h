@@ -36,6 +36,8 @@ struct LmText {
 // One corpus line: "text", or "context<TAB>prompt<TAB>target".
 // InputError naming `where` for any other number of tabs or an empty target.
 LmText parse_lm_text(const std::string& line, const std::string& where);
+// Every non-empty line of a corpus file; InputError naming file:line.
+std::vector<LmText> read_lm_corpus(const std::string& path);
 
 struct LmPretrainConfig {
   TextConfig text;            // model_type "opt" or "t5" and its dimensions

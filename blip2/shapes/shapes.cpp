@@ -1,9 +1,8 @@
 // The shapes world: scene sampling, cairo rendering, caption / question
 // grammars and the split writer. See shapes.h and docs/shapes.md.
-#include "blip2/data/shapes.h"
+#include "blip2/shapes/shapes.h"
 
 #include <cairo.h>
-#include <png.h>
 
 #include <algorithm>
 #include <cmath>
@@ -17,7 +16,9 @@
 #include <nlohmann/json.hpp>
 #include <system_error>
 
+#include "blip2/data/image_write.h"
 #include "blip2/data/tokenizer.h"
+#include "blip2/util/atomic_file.h"
 #include "blip2/util/error.h"
 
 namespace blip2::shapes {
@@ -188,21 +189,6 @@ std::string image_name(int64_t index) {
   return buf;
 }
 
-// Writes `text` to path atomically (temporary file + rename).
-void write_text_file(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f)
-      throw InputError("[shapes] cannot write '" + tmp + "'; check that the output directory is writable");
-    f << text;
-    f.flush();
-    if (!f) throw InputError("[shapes] failed writing '" + tmp + "' (disk full?)");
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) throw InputError("[shapes] cannot rename '" + tmp + "' to '" + path + "': " + ec.message());
-}
 
 }  // namespace
 
@@ -456,67 +442,6 @@ std::vector<QuestionAnswer> scene_questions(const Scene& scene, std::mt19937_64&
 
 // ---- files ----
 
-namespace {
-
-// libpng's error callback: longjmp back with the message kept.
-struct PngErrorState {
-  std::string message;
-};
-
-void png_error_fn(png_structp png, png_const_charp msg) {
-  auto* st = static_cast<PngErrorState*>(png_get_error_ptr(png));
-  if (st) st->message = msg ? msg : "unknown libpng error";
-  png_longjmp(png, 1);
-}
-
-void png_warning_fn(png_structp, png_const_charp) {}
-
-// Writes rows with libpng's full API (zlib level 1 and the SUB filter: the
-// images are flat colour, this is ~3x faster than the defaults at similar
-// size). Returns an empty string on success, else the error.
-std::string write_png_rows(FILE* fp, const Image& image) {
-  PngErrorState st;
-  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &st, png_error_fn, png_warning_fn);
-  if (!png) return "png_create_write_struct failed";
-  png_infop info = png_create_info_struct(png);
-  if (!info) {
-    png_destroy_write_struct(&png, nullptr);
-    return "png_create_info_struct failed";
-  }
-  if (setjmp(png_jmpbuf(png))) {
-    png_destroy_write_struct(&png, &info);
-    return st.message.empty() ? "libpng error" : st.message;
-  }
-  png_init_io(png, fp);
-  png_set_IHDR(png, info, static_cast<png_uint_32>(image.width), static_cast<png_uint_32>(image.height), 8,
-               PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-  png_set_compression_level(png, 1);
-  png_set_filter(png, PNG_FILTER_TYPE_BASE, PNG_FILTER_SUB);
-  png_write_info(png, info);
-  for (int y = 0; y < image.height; ++y)
-    png_write_row(png, const_cast<png_bytep>(image.pixel(0, y)));
-  png_write_end(png, info);
-  png_destroy_write_struct(&png, &info);
-  return "";
-}
-
-}  // namespace
-
-void write_png(const std::string& path, const Image& image) {
-  if (image.empty() || image.rgb.size() != image.num_pixels() * 3)
-    throw InputError("[shapes] cannot write '" + path + "': the image is empty or its buffer is not width*height*3");
-  FILE* fp = std::fopen(path.c_str(), "wb");
-  if (!fp)
-    throw InputError("[shapes] cannot write PNG '" + path + "': " + std::strerror(errno) +
-                     "; check that the directory exists and is writable");
-  std::string err = write_png_rows(fp, image);
-  if (std::fclose(fp) != 0 && err.empty()) err = std::strerror(errno);
-  if (!err.empty()) {
-    std::remove(path.c_str());
-    throw InputError("[shapes] cannot write PNG '" + path + "': " + err + " (disk full?)");
-  }
-}
-
 std::vector<std::string> corpus_lines(int count, uint64_t seed, const std::string& vqa_template) {
   if (count < 0) throw ConfigError("[shapes] corpus count must be >= 0, got " + std::to_string(count));
   if (vqa_template.find("{}") == std::string::npos)
@@ -575,9 +500,9 @@ void generate_split(const std::string& out_dir, Split split, int count, uint64_t
                       {"noise", scene.noise},
                       {"objects", std::move(objects)}});
   }
-  write_text_file((root / "captions.json").string(), captions.dump(1));
-  write_text_file((root / "questions.json").string(), questions.dump(1));
-  write_text_file((root / "scenes.json").string(), scenes.dump(1));
+  write_atomic((root / "captions.json").string(), captions.dump(1));
+  write_atomic((root / "questions.json").string(), questions.dump(1));
+  write_atomic((root / "scenes.json").string(), scenes.dump(1));
 }
 
 }  // namespace blip2::shapes

@@ -145,8 +145,4 @@ void generate_split(const std::string& out_dir, Split split, int count, uint64_t
 // count < 0 or a template without "{}".
 std::vector<std::string> corpus_lines(int count, uint64_t seed, const std::string& vqa_template);
 
-// Writes an RGB image as an 8-bit PNG (libpng); InputError naming the path
-// when it cannot be written.
-void write_png(const std::string& path, const Image& image);
-
 }  // namespace blip2::shapes

@@ -1,4 +1,4 @@
-#include "blip2/train/vit_pretrain.h"
+#include "blip2/shapes/vit_pretrain.h"
 
 #include <algorithm>
 #include <filesystem>
@@ -8,7 +8,7 @@
 
 #include "blip2/data/image.h"
 #include "blip2/data/image_processor.h"
-#include "blip2/data/shapes.h"
+#include "blip2/shapes/shapes.h"
 #include "blip2/io/safetensors.h"
 #include "blip2/nn/layers.h"
 #include "blip2/util/error.h"

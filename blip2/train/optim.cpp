@@ -21,6 +21,17 @@ void OptimConfig::validate() const {
   if (grad_clip < 0) bad("grad_clip must be >= 0 (0 disables clipping)");
 }
 
+OptimConfig pretraining_optim(double lr, int64_t steps) {
+  OptimConfig o;
+  o.lr = lr;
+  o.min_lr = lr / 10;
+  o.warmup_lr = lr / 100;
+  o.warmup_steps = std::max<int64_t>(1, steps / 20);
+  o.total_steps = steps;
+  o.grad_clip = 1.0;
+  return o;
+}
+
 double learning_rate(const OptimConfig& c, int64_t step) {
   if (step < c.warmup_steps)
     return c.warmup_lr + (c.lr - c.warmup_lr) * static_cast<double>(step) / static_cast<double>(c.warmup_steps);

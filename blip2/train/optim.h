@@ -29,6 +29,11 @@ struct OptimConfig {
   void validate() const;  // ConfigError naming the option
 };
 
+// The schedule of the unimodal pretraining runs (`blip2 pretrain lm|vit`):
+// warm-up over 5% of `steps` from lr/100, cosine to lr/10, gradients clipped
+// at norm 1.
+OptimConfig pretraining_optim(double lr, int64_t steps);
+
 // Learning rate after `step` optimizer steps (0-based).
 double learning_rate(const OptimConfig& c, int64_t step);
 

@@ -1,5 +1,7 @@
 #include "blip2/util/progress.h"
 
+#include <fstream>
+
 #include <cstdio>
 
 namespace blip2 {
@@ -52,6 +54,14 @@ std::string progress_bar(int64_t done, int64_t total, double elapsed, int width)
   std::snprintf(buf, sizeof buf, "%lld/%lld [%s] %s<%s", static_cast<long long>(done), static_cast<long long>(total),
                 bar.c_str(), format_duration(elapsed).c_str(), format_duration(eta).c_str());
   return buf;
+}
+
+int64_t resident_memory_kb() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6));
+  return 0;
 }
 
 }  // namespace blip2

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <cstdint>
 #include <string>
 #include <thread>
 
@@ -30,5 +31,12 @@ class Progress {
 // "step 12/100 [####------] loss 3.21 ... ETA 01:23" for training loops.
 std::string progress_bar(int64_t done, int64_t total, double seconds_elapsed, int width = 24);
 std::string format_duration(double seconds);
+// Seconds from t0 to now (steady clock).
+inline double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Resident set size of this process in KiB (0 where unknown).
+int64_t resident_memory_kb();
 
 }  // namespace blip2

@@ -9,7 +9,7 @@
 #include <regex>
 #include <set>
 
-#include "blip2/data/shapes.h"
+#include "blip2/shapes/shapes.h"
 #include "e2e_util.h"
 
 namespace blip2 {

@@ -13,7 +13,7 @@
 
 #include "blip2/blip2.h"
 #include "blip2/data/image_processor.h"
-#include "blip2/data/shapes.h"
+#include "blip2/shapes/shapes.h"
 #include "blip2/data/tokenizer.h"
 #include "blip2/eval/evaluate.h"
 #include "blip2/model/blip2_model.h"

@@ -1,6 +1,8 @@
 // The shapes world (issue 5): sampling constraints, rendering, caption and
 // question grammars, held-out compositions, the split writer.
-#include "blip2/data/shapes.h"
+#include "blip2/shapes/shapes.h"
+
+#include "blip2/data/image_write.h"
 
 #include <algorithm>
 #include <cmath>
