@@ -31,7 +31,11 @@ bool starts_with(const std::string& s, const std::string& prefix) { return s.com
 
 std::optional<at::ScalarType> parse_cast(const std::string& d) {
   if (d.empty()) return std::nullopt;  // keep each tensor's dtype
-  return parse_dtype(d, "convert: dtype");
+  try {
+    return parse_dtype(d, "convert: dtype");
+  } catch (const ConfigError& e) {
+    throw InputError(e.what());  // a --dtype flag of `blip2 convert`: an input, not a model config
+  }
 }
 
 at::Tensor cast(const at::Tensor& t, std::optional<at::ScalarType> dtype) {
