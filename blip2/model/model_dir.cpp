@@ -1,6 +1,8 @@
 #include "blip2/model/model_dir.h"
 
+#include <algorithm>
 #include <chrono>
+#include <thread>
 #include <filesystem>
 
 #include "blip2/blip2.h"
@@ -44,6 +46,15 @@ torch::Device parse_device(const std::string& name) {
   return device;
 }
 
+void check_threads(int threads) {
+  const int cores = std::max(1u, std::thread::hardware_concurrency());
+  const int most = kMaxThreadsPerCore * cores;
+  if (threads < 0 || threads > most)
+    throw ConfigError("--threads " + std::to_string(threads) + " is out of range: give 0 (libtorch's default) or 1.." +
+                      std::to_string(most) + " (" + std::to_string(kMaxThreadsPerCore) + " x the " +
+                      std::to_string(cores) + " cores of this machine)");
+}
+
 ModelDir load_model_dir(const std::string& dir, const RuntimeOptions& options) {
   const auto t0 = std::chrono::steady_clock::now();
   if (!fs::is_directory(dir))
@@ -52,6 +63,7 @@ ModelDir load_model_dir(const std::string& dir, const RuntimeOptions& options) {
   m.dir = dir;
   m.dtype = parse_dtype(options.dtype, "dtype");
   m.device = parse_device(options.device);
+  check_threads(options.threads);
   if (options.threads > 0) torch::set_num_threads(options.threads);
   LoadOptions lo;
   lo.dtype = m.dtype;

@@ -40,4 +40,9 @@ ModelDir load_model_dir(const std::string& dir, const RuntimeOptions& options);
 // "cpu", "cuda", "cuda:N"; ConfigError when invalid or CUDA is unavailable.
 torch::Device parse_device(const std::string& name);
 
+// Intra-op threads beyond this many per core only oversubscribe the machine.
+constexpr int kMaxThreadsPerCore = 4;
+// ConfigError unless threads is 0 (libtorch's default) or 1..kMaxThreadsPerCore x cores.
+void check_threads(int threads);
+
 }  // namespace blip2

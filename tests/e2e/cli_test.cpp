@@ -179,6 +179,8 @@ TEST(CliTest, BadInputGivesOneLineErrorsAndNonZeroExit) {
            {"ask --model " + q(dir.path()) + " " + q(test::golden(kImage)) + " '   '", "question is empty"},
            {"caption --model " + q(dir.path()) + " --beams 0 " + q(test::golden(kImage)), "num_beams"},
            {"verify /nonexistent/case", "/nonexistent/case"},
+           {"caption --model " + q(dir.path()) + " --threads 9999 " + q(test::golden(kImage)), "--threads 9999"},
+           {"caption --model " + q(dir.path()) + " --threads -1 " + q(test::golden(kImage)), "--threads -1"},
        }) {
     auto r = run_cli(c.args);
     EXPECT_EQ(r.code, 1) << c.args << "\n" << r.err;
