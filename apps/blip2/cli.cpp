@@ -46,7 +46,8 @@ void add_model_flags(CLI::App* app, ModelFlags& f) {
   app->add_option("--dtype", f.dtype, "weights dtype: float32, bfloat16, float16 (default " + d.dtype + ")");
   app->add_option("--device", f.device, "cpu, cuda or cuda:N (CUDA builds of libtorch; default " + d.device + ")");
   app->add_option("--threads", f.threads,
-                  "intra-op CPU threads (default " + std::to_string(d.threads) + " = libtorch default)");
+                  "intra-op CPU threads, a few per core at most (default " + std::to_string(d.threads) +
+                      " = libtorch default)");
 }
 
 GenerationConfig GenerationFlags::apply(GenerationConfig g) const {
