@@ -25,6 +25,19 @@ CLI::App* Registry::group(const std::string& name, const std::string& descriptio
   return g;
 }
 
+bool Registry::is_command(const std::string& name) const {
+  for (const CLI::App* sub : app_.get_subcommands(std::function<bool(const CLI::App*)>{}))
+    if (sub->get_name() == name) return true;
+  return false;
+}
+
+std::string Registry::command_names() const {
+  std::string out;
+  for (const CLI::App* sub : app_.get_subcommands(std::function<bool(const CLI::App*)>{}))
+    out += (out.empty() ? "" : ", ") + sub->get_name();
+  return out;
+}
+
 int Registry::run() const {
   for (const auto& [sub, action] : actions_)
     if (sub->parsed()) return action();

@@ -31,6 +31,9 @@ class Registry {
   // A group of subcommands (`blip2 eval`, `blip2 shapes`): one of them is
   // required. Asking again for a group's name returns the same group.
   CLI::App* group(const std::string& name, const std::string& description);
+  // Whether `name` is a top-level command, and all of them, comma-separated.
+  bool is_command(const std::string& name) const;
+  std::string command_names() const;
   // Runs the action of the parsed subcommand (0 when there is none).
   int run() const;
 

@@ -1,7 +1,8 @@
 // blip2: the command-line front end. Thin: each subcommand group registers
 // itself (one file each, cli.h), parses flags into overrides of the
-// library's config structs, calls the library and prints. Library errors
-// become one line on stderr and exit code 1.
+// library's config structs, calls the library and prints. Exit status: 0 on
+// success, 2 for a usage error (unknown command or flag, bad flag value), 1
+// for every other error, reported as one line on stderr.
 #include <cstdio>
 
 #include "apps/blip2/cli.h"
@@ -18,10 +19,18 @@ int main(int argc, char** argv) {
   blip2::cli::add_eval_commands(registry);
   blip2::cli::add_shapes_commands(registry);
 
+  // A first word that is not a flag must name a command (CLI11 would only say
+  // that a subcommand is required).
+  if (argc > 1 && argv[1][0] != '-' && !registry.is_command(argv[1])) {
+    std::fprintf(stderr, "blip2: error: unknown command '%s'; the commands are: %s (see blip2 --help)\n", argv[1],
+                 registry.command_names().c_str());
+    return 2;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version exit 0; every usage error exits 2.
+    return app.exit(e) == 0 ? 0 : 2;
   }
   try {
     return registry.run();
@@ -30,6 +39,6 @@ int main(int argc, char** argv) {
     return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "blip2: internal error: %s\n", e.what());
-    return 2;
+    return 1;
   }
 }

@@ -187,7 +187,16 @@ TEST(CliTest, BadInputGivesOneLineErrorsAndNonZeroExit) {
     EXPECT_NE(r.err.find(c.needle), std::string::npos) << c.args << "\nstderr: " << r.err;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   }
-  EXPECT_NE(run_cli("caption --no-such-flag x.png").code, 0);
+  // Usage errors exit 2 (not CLI11's 104-109), with one line naming the problem.
+  for (const auto& args : {std::string("caption --no-such-flag x.png"), std::string("captoin x.png"),
+                           std::string("caption --beams many x.png"), std::string("")}) {
+    auto r = run_cli(args);
+    EXPECT_EQ(r.code, 2) << args << "\n" << r.err;
+  }
+  auto typo = run_cli("captoin x.png");
+  EXPECT_NE(typo.err.find("unknown command 'captoin'"), std::string::npos) << typo.err;
+  EXPECT_NE(typo.err.find("caption, ask"), std::string::npos) << typo.err;
+  EXPECT_EQ(run_cli("caption --help").code, 0);
 }
 
 TEST(CliTest, TokenizeMatchesTheGoldenIds) {
