@@ -35,9 +35,13 @@ struct Blip2Config;
 
 // Where and how a model runs.
 struct RuntimeOptions {
-  std::string dtype = "float32";  // "float32" | "bfloat16" | "float16"
+  std::string dtype = "float32";  // of the weights: "float32" | "bfloat16" | "float16" (CPU: computed in float32)
   std::string device = "cpu";     // "cpu", "cuda", "cuda:1" (a CUDA build of libtorch)
-  int threads = 0;                // intra-op threads; 0 = libtorch's default
+  int threads = 0;                // intra-op threads, BLAS included; 0 = one per core
+  // bfloat16 weights on a CPU compute in float32; their matrix products use
+  // the CPU's native bf16 GEMM ("native", where AVX-512 BF16/AMX exist),
+  // widen the weights to float32 ("fp32"), or choose ("auto").
+  std::string bf16_gemm = "auto";
 };
 using PipelineOptions = RuntimeOptions;
 
@@ -88,6 +92,8 @@ class Pipeline {
   bool has_language_model() const;
   bool has_retrieval_heads() const;
   double load_seconds() const;
+  // Weights' and compute dtypes, the GEMM path and the threads in use.
+  std::string runtime_description() const;
 
   static GenerationConfig caption_defaults();
   static GenerationConfig vqa_defaults();

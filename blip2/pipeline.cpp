@@ -50,6 +50,7 @@ const Tokenizer& Pipeline::tokenizer() const { return *impl_->tokenizer; }
 bool Pipeline::has_language_model() const { return impl_->model->parts().language; }
 bool Pipeline::has_retrieval_heads() const { return impl_->model->parts().retrieval; }
 double Pipeline::load_seconds() const { return impl_->load_seconds; }
+std::string Pipeline::runtime_description() const { return impl_->runtime_line; }
 
 namespace {
 LanguageModel& require_language_model(const Pipeline& p, const Blip2ModelImpl& model) {
@@ -65,7 +66,7 @@ std::string Pipeline::vqa_prompt_template() const {
 
 at::Tensor Pipeline::pixel_values(const std::vector<Image>& images) const {
   if (images.empty()) throw InputError("no images given");
-  return preprocess_batch(images, impl_->processor).to(impl_->device, impl_->dtype);
+  return preprocess_batch(images, impl_->processor).to(impl_->device, impl_->compute_dtype);
 }
 
 std::vector<TextResult> Pipeline::generate(const std::vector<Image>& images, const std::vector<std::string>& prompts,

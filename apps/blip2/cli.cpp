@@ -49,6 +49,7 @@ RuntimeOptions ModelFlags::runtime() const {
   if (dtype) o.dtype = *dtype;
   if (device) o.device = *device;
   if (threads) o.threads = *threads;
+  if (bf16_gemm) o.bf16_gemm = *bf16_gemm;
   return o;
 }
 
@@ -59,8 +60,11 @@ void add_model_flags(CLI::App* app, ModelFlags& f) {
   app->add_option("--dtype", f.dtype, "weights dtype: float32, bfloat16, float16 (default " + d.dtype + ")");
   app->add_option("--device", f.device, "cpu, cuda or cuda:N (CUDA builds of libtorch; default " + d.device + ")");
   app->add_option("--threads", f.threads,
-                  "intra-op CPU threads, a few per core at most (default " + std::to_string(d.threads) +
-                      " = libtorch default)");
+                  "CPU threads for all intra-op work, BLAS included; 1..4 x cores (default " +
+                      std::to_string(d.threads) + " = one per core)");
+  app->add_option("--bf16-gemm", f.bf16_gemm,
+                  "bfloat16 weights: auto, native (the CPU's bf16 GEMM) or fp32 (widen; every CPU) (default " +
+                      d.bf16_gemm + ")");
 }
 
 GenerationConfig GenerationFlags::apply(GenerationConfig g) const {
@@ -112,8 +116,8 @@ Pipeline load_pipeline(const ModelFlags& f, bool verbose) {
   auto p = Pipeline::load(dir, f.runtime());
   progress.done();
   if (verbose)
-    std::fprintf(stderr, "loaded %s in %.3f s; resident memory %lld MiB\n", dir.c_str(), p.load_seconds(),
-                 static_cast<long long>(resident_memory_kb() / 1024));
+    std::fprintf(stderr, "loaded %s in %.3f s; resident memory %lld MiB\n%s\n", dir.c_str(), p.load_seconds(),
+                 static_cast<long long>(resident_memory_kb() / 1024), p.runtime_description().c_str());
   return p;
 }
 

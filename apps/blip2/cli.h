@@ -45,7 +45,7 @@ class Registry {
 // -m/--model, --dtype, --device, --threads.
 struct ModelFlags {
   std::string model;  // empty: resolve_model_dir's default
-  std::optional<std::string> dtype, device;
+  std::optional<std::string> dtype, device, bf16_gemm;
   std::optional<int> threads;
   RuntimeOptions runtime() const;
   std::string dir() const { return resolve_model_dir(model); }
@@ -91,5 +91,6 @@ void add_tool_commands(Registry& r);       // verify, tokenize, preprocess, conv
 void add_train_commands(Registry& r);      // train, launch
 void add_eval_commands(Registry& r);       // eval caption|vqa|retrieval
 void add_shapes_commands(Registry& r);     // shapes generate|corpus, pretrain lm|vit, eval text-vqa
+void add_bench_commands(Registry& r);      // bench
 
 }  // namespace blip2::cli

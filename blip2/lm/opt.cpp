@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "blip2/nn/gemm.h"
 #include "blip2/nn/ops.h"
 #include "blip2/util/error.h"
 
@@ -85,7 +86,7 @@ torch::Tensor OptDecoderImpl::forward(const torch::Tensor& inputs_embeds, const 
   auto m = mask.to(torch::kLong);
   // positions = cumsum(mask) * mask - 1, offset 2 (OPTLearnedPositionalEmbedding).
   auto positions = (torch::cumsum(m, 1) * m - 1).slice(1, past, total) + 2;
-  auto h = inputs_embeds.to(embed_positions->weight.scalar_type());  // a bf16 LLM under a float32 bridge
+  auto h = inputs_embeds.to(embed_positions->dtype());  // a bf16 LLM under a float32 bridge
   if (!project_in.is_empty()) h = project_in->forward(h);
   h = h + embed_positions->forward(positions).to(h.scalar_type());
   // Causal + padding bias (N, 1, S, total) with finfo.min where masked.
@@ -132,7 +133,7 @@ torch::Tensor OptLanguageModel::embed_tokens(const torch::Tensor& ids) {
 
 torch::Tensor OptLanguageModel::lm_head_forward(const torch::Tensor& h) {
   if (!lm_head.is_empty()) return lm_head->forward(h);
-  return F::linear(h, decoder->embed_tokens->weight);
+  return nn::linear(h, decoder->embed_tokens->weight);
 }
 
 LMOutput OptLanguageModel::forward(const torch::Tensor& inputs_embeds, const torch::Tensor& attention_mask,

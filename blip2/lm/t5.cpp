@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "blip2/nn/gemm.h"
 #include "blip2/nn/ops.h"
 #include "blip2/util/error.h"
 
@@ -112,7 +113,8 @@ torch::Tensor T5DenseImpl::forward(const torch::Tensor& x) {
     h = nn::activation(wi_0->forward(x), c_.dense_act_fn) * wi_1->forward(x);
   else
     h = nn::activation(wi->forward(x), c_.dense_act_fn);
-  return wo->forward(h.to(wo->weight.scalar_type()));
+  // HF keeps wo in float32 under a 16-bit model; float32 activations stay so.
+  return wo->forward(h.to(at::promote_types(h.scalar_type(), wo->weight.scalar_type())));
 }
 
 namespace {
@@ -215,7 +217,7 @@ torch::Tensor T5LanguageModel::embed_tokens(const torch::Tensor& ids) {
 
 torch::Tensor T5LanguageModel::lm_head_forward(const torch::Tensor& h) {
   if (!lm_head.is_empty()) return lm_head->forward(h);
-  return F::linear(h * std::pow(static_cast<double>(c_.d_model), -0.5), shared->weight);
+  return nn::linear(h * std::pow(static_cast<double>(c_.d_model), -0.5), shared->weight);
 }
 
 LMOutput T5LanguageModel::forward(const torch::Tensor& inputs_embeds, const torch::Tensor& attention_mask,
@@ -225,7 +227,7 @@ LMOutput T5LanguageModel::forward(const torch::Tensor& inputs_embeds, const torc
   nn::check_shape(decoder_input_ids, {inputs_embeds.size(0), -1}, "T5", "decoder_input_ids",
                   "an encoder-decoder forward needs decoder ids (labels shifted right)");
   LMOutput out;
-  auto enc = encoder->forward(inputs_embeds.to(shared->weight.scalar_type()), attention_mask, {}, {},
+  auto enc = encoder->forward(inputs_embeds.to(shared->dtype()), attention_mask, {}, {},
                               output_hidden_states ? &out.encoder_hidden_states : nullptr);
   out.encoder_last_hidden_state = enc;
   auto dec_in = embed_tokens(decoder_input_ids);
@@ -249,7 +251,7 @@ std::unique_ptr<DecodeState> T5LanguageModel::start(const torch::Tensor& inputs_
   nn::check_shape(inputs_embeds, {-1, -1, c_.d_model}, "T5", "inputs_embeds");
   nn::check_shape(attention_mask, {inputs_embeds.size(0), inputs_embeds.size(1)}, "T5", "attention_mask");
   auto st = std::make_unique<T5State>();
-  st->enc = encoder->forward(inputs_embeds.to(shared->weight.scalar_type()), attention_mask, {}, {}, nullptr);
+  st->enc = encoder->forward(inputs_embeds.to(shared->dtype()), attention_mask, {}, {}, nullptr);
   st->enc_bias = nn::padding_bias(attention_mask, st->enc.scalar_type(), nn::finfo_min(st->enc.scalar_type()));
   auto start_ids = torch::full({inputs_embeds.size(0)}, c_.decoder_start_token_id,
                                torch::TensorOptions().dtype(torch::kLong).device(inputs_embeds.device()));

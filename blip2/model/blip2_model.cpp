@@ -7,6 +7,7 @@
 #include <set>
 #include <sstream>
 
+#include "blip2/nn/gemm.h"
 #include "blip2/io/tensor_store.h"
 #include "blip2/io/weight_map.h"
 #include "blip2/nn/ops.h"
@@ -39,7 +40,7 @@ TextDecoderHeadImpl::TextDecoderHeadImpl(const QFormerConfig& c) : act_(c.hidden
 
 torch::Tensor TextDecoderHeadImpl::forward(const torch::Tensor& h, const torch::Tensor& word_embeddings) {
   auto x = layer_norm->forward(nn::activation(dense->forward(h), act_));
-  return F::linear(x, word_embeddings, bias);
+  return nn::linear(x, word_embeddings, bias);
 }
 
 Blip2ModelImpl::Blip2ModelImpl(const Blip2Config& config, Blip2Parts parts) : config_(config), parts_(parts) {
@@ -338,6 +339,7 @@ void load_weights(Blip2ModelImpl& model, const io::TensorStore& store, const Loa
     return false;
   };
   auto params = model.named_parameters(true);
+  const auto matrices = options.compute_dtype ? nn::matrix_parameters(model) : std::set<const void*>{};
   for (auto& item : params) {
     const std::string& name = item.key();
     if (!wanted(name)) continue;
@@ -367,12 +369,16 @@ void load_weights(Blip2ModelImpl& model, const io::TensorStore& store, const Loa
     if (!src.is_floating_point())
       throw CheckpointError("tensor '" + name + "' in " + store.description() + " has integer dtype " +
                             std::string(c10::toString(src.scalar_type())) + "; weights must be F32, F16 or BF16");
-    const bool zero_copy = mapped && src.scalar_type() == options.dtype && options.device.is_cpu();
+    // 16-bit matrices under float32 compute: everything else loads straight
+    // into the compute dtype (never rounded through 16 bits).
+    const auto dtype =
+        options.compute_dtype && !matrices.count(p.unsafeGetTensorImpl()) ? *options.compute_dtype : options.dtype;
+    const bool zero_copy = mapped && src.scalar_type() == dtype && options.device.is_cpu();
     if (zero_copy) {
       p.set_data(src);
       ++rep.zero_copy;
     } else {
-      p.set_data(src.to(options.device, options.dtype, /*non_blocking=*/false, /*copy=*/true));
+      p.set_data(src.to(options.device, dtype, /*non_blocking=*/false, /*copy=*/true));
     }
     ++rep.tensors;
   }
@@ -416,6 +422,7 @@ Blip2Model load_blip2(const std::string& dir, const LoadOptions& options, LoadRe
   for (auto& p : model->parameters()) p.set_requires_grad(false);
   LoadReport rep;
   load_weights(*model, store, options, &rep);
+  if (options.compute_dtype && *options.compute_dtype != options.dtype) nn::compute_in(*model, *options.compute_dtype);
   rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   rep.rss_before_kb = rss0;
   if (report) *report = rep;

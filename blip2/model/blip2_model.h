@@ -9,6 +9,7 @@
 #include "blip2/nn/layers.h"
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "blip2/config/config.h"
@@ -152,7 +153,10 @@ TORCH_MODULE(Blip2Model);
 enum class NameStyle { kAuto, kHuggingFace, kLavis };
 
 struct LoadOptions {
-  torch::ScalarType dtype = torch::kFloat;  // compute dtype of the weights
+  torch::ScalarType dtype = torch::kFloat;  // dtype of the weights
+  // When set and not `dtype`: the matrices stay in `dtype` and everything
+  // else computes in this one (nn::compute_in): 16-bit weights on a CPU.
+  std::optional<torch::ScalarType> compute_dtype;
   torch::Device device = torch::kCPU;
   bool strict = true;  // unexpected checkpoint tensors are an error
   NameStyle names = NameStyle::kAuto;  // kAuto: LAVIS names are recognised and mapped

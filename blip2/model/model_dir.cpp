@@ -2,12 +2,14 @@
 
 #include <algorithm>
 #include <chrono>
-#include <thread>
 #include <filesystem>
 
 #include "blip2/blip2.h"
+#include "blip2/nn/gemm.h"
+#include "blip2/util/cpu.h"
 #include "blip2/util/dtype.h"
 #include "blip2/util/error.h"
+#include "blip2/util/threads.h"
 
 namespace fs = std::filesystem;
 
@@ -46,13 +48,26 @@ torch::Device parse_device(const std::string& name) {
   return device;
 }
 
-void check_threads(int threads) {
-  const int cores = std::max(1u, std::thread::hardware_concurrency());
-  const int most = kMaxThreadsPerCore * cores;
-  if (threads < 0 || threads > most)
-    throw ConfigError("--threads " + std::to_string(threads) + " is out of range: give 0 (libtorch's default) or 1.." +
-                      std::to_string(most) + " (" + std::to_string(kMaxThreadsPerCore) + " x the " +
-                      std::to_string(cores) + " cores of this machine)");
+torch::ScalarType compute_dtype_for(torch::ScalarType dtype, const torch::Device& device) {
+  return device.is_cpu() ? torch::kFloat : dtype;
+}
+
+Runtime apply_runtime(const RuntimeOptions& options) {
+  Runtime r;
+  r.dtype = parse_dtype(options.dtype, "--dtype");
+  r.device = parse_device(options.device);
+  r.compute_dtype = compute_dtype_for(r.dtype, r.device);
+  nn::set_bf16_gemm(nn::parse_bf16_gemm(options.bf16_gemm, "--bf16-gemm"));
+  // Native bf16 GEMMs run on libtorch's OpenMP pool, float32 ones on OpenBLAS's.
+  const bool bf16_cpu = r.device.is_cpu() && r.dtype == torch::kBFloat16;
+  const bool native = bf16_cpu && nn::native_bf16_gemm();
+  r.threads = apply_threads(options.threads, native ? GemmPool::kOpenMP : GemmPool::kOpenBlas);
+  r.line = std::string("weights ") + c10::toString(r.dtype) + ", compute " + c10::toString(r.compute_dtype);
+  if (bf16_cpu)
+    r.line += native ? ", bf16 GEMM native (" + cpu_features().summary() + ")"
+                     : std::string(", bf16 weights widened to float32 for GEMM");
+  r.line += "; " + r.threads.describe();
+  return r;
 }
 
 ModelDir load_model_dir(const std::string& dir, const RuntimeOptions& options) {
@@ -61,12 +76,15 @@ ModelDir load_model_dir(const std::string& dir, const RuntimeOptions& options) {
     throw ConfigError("model directory '" + dir + "' does not exist; give the path of a BLIP-2 checkpoint directory");
   ModelDir m;
   m.dir = dir;
-  m.dtype = parse_dtype(options.dtype, "dtype");
-  m.device = parse_device(options.device);
-  check_threads(options.threads);
-  if (options.threads > 0) torch::set_num_threads(options.threads);
+  const Runtime r = apply_runtime(options);
+  m.dtype = r.dtype;
+  m.compute_dtype = r.compute_dtype;
+  m.device = r.device;
+  m.threads = r.threads;
+  m.runtime_line = r.line;
   LoadOptions lo;
   lo.dtype = m.dtype;
+  lo.compute_dtype = m.compute_dtype;
   lo.device = m.device;
   m.model = load_blip2(dir, lo);
   m.tokenizer = load_tokenizer(dir);

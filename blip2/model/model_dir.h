@@ -11,6 +11,7 @@
 #include "blip2/data/image_processor.h"
 #include "blip2/data/tokenizer.h"
 #include "blip2/model/blip2_model.h"
+#include "blip2/util/threads.h"
 
 namespace blip2 {
 
@@ -28,21 +29,34 @@ struct ModelDir {
   std::unique_ptr<Tokenizer> qformer_tokenizer;
   ImageProcessorConfig processor;  // preprocessor_config.json, or the vision config's image size
   torch::Device device{torch::kCPU};
-  torch::ScalarType dtype = torch::kFloat;
+  torch::ScalarType dtype = torch::kFloat;          // of the weights (--dtype)
+  torch::ScalarType compute_dtype = torch::kFloat;  // of activations (pixels in)
+  ThreadSettings threads;
+  // One line: weights, compute, GEMM path, threads (--verbose).
+  std::string runtime_line;  // what --threads set on every pool
   double load_seconds = 0;
 };
 
 // Reads config.json, the weights (safetensors, mapped), the tokenizer files
-// and preprocessor_config.json of `dir`; sets the intra-op thread count when
-// options.threads > 0. Throws ConfigError / CheckpointError naming the file.
+// and preprocessor_config.json of `dir`; applies options.threads to every
+// intra-op pool (util/threads.h). Throws ConfigError / CheckpointError naming the file.
 ModelDir load_model_dir(const std::string& dir, const RuntimeOptions& options);
+
+// How weights of `dtype` compute on `device`: on a CPU 16-bit weights stay
+// 16-bit and the arithmetic is float32 (nn/gemm.h); elsewhere `dtype`.
+torch::ScalarType compute_dtype_for(torch::ScalarType dtype, const torch::Device& device);
+
+// RuntimeOptions checked and applied (threads, GEMM choice): what a model
+// will run with. load_model_dir calls it; so does the benchmark.
+struct Runtime {
+  torch::Device device{torch::kCPU};
+  torch::ScalarType dtype = torch::kFloat, compute_dtype = torch::kFloat;
+  ThreadSettings threads;
+  std::string line;  // for --verbose
+};
+Runtime apply_runtime(const RuntimeOptions& options);
 
 // "cpu", "cuda", "cuda:N"; ConfigError when invalid or CUDA is unavailable.
 torch::Device parse_device(const std::string& name);
-
-// Intra-op threads beyond this many per core only oversubscribe the machine.
-constexpr int kMaxThreadsPerCore = 4;
-// ConfigError unless threads is 0 (libtorch's default) or 1..kMaxThreadsPerCore x cores.
-void check_threads(int threads);
 
 }  // namespace blip2

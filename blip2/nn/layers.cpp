@@ -1,5 +1,7 @@
 #include "blip2/nn/layers.h"
 
+#include "blip2/nn/gemm.h"
+
 namespace blip2::nn {
 
 LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias) {
@@ -7,13 +9,16 @@ LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias) {
   if (with_bias) bias = register_parameter("bias", torch::empty({out}));
 }
 
-torch::Tensor LinearImpl::forward(const torch::Tensor& x) { return torch::nn::functional::linear(x, weight, bias); }
+torch::Tensor LinearImpl::forward(const torch::Tensor& x) { return nn::linear(x, weight, bias); }
 
 EmbeddingImpl::EmbeddingImpl(int64_t num, int64_t dim, int64_t padding_idx) : padding_idx_(padding_idx) {
   weight = register_parameter("weight", torch::empty({num, dim}));
 }
 
-torch::Tensor EmbeddingImpl::forward(const torch::Tensor& ids) { return torch::embedding(weight, ids, padding_idx_); }
+torch::Tensor EmbeddingImpl::forward(const torch::Tensor& ids) {
+  auto rows = torch::embedding(weight, ids, padding_idx_);
+  return output_dtype && rows.scalar_type() != *output_dtype ? rows.to(*output_dtype) : rows;
+}
 
 LayerNormImpl::LayerNormImpl(int64_t dim, double eps, bool affine) : dim_(dim), eps_(eps) {
   if (affine) {
@@ -31,6 +36,26 @@ PatchConvImpl::PatchConvImpl(int64_t in, int64_t out, int64_t patch) : patch_(pa
 
 torch::Tensor PatchConvImpl::forward(const torch::Tensor& x) {
   return torch::conv2d(x, weight, bias, /*stride=*/{patch_, patch_});
+}
+
+std::set<const void*> matrix_parameters(torch::nn::Module& m) {
+  std::set<const void*> matrices;
+  for (auto& mod : m.modules(/*include_self=*/true)) {
+    if (auto* l = mod->as<LinearImpl>()) matrices.insert(l->weight.unsafeGetTensorImpl());
+    if (auto* e = mod->as<EmbeddingImpl>()) matrices.insert(e->weight.unsafeGetTensorImpl());
+  }
+  return matrices;
+}
+
+void compute_in(torch::nn::Module& m, at::ScalarType compute) {
+  torch::NoGradGuard g;
+  const auto matrices = matrix_parameters(m);
+  for (auto& mod : m.modules(/*include_self=*/true))
+    if (auto* e = mod->as<EmbeddingImpl>()) e->output_dtype = compute;
+  for (auto& p : m.parameters())
+    if (!matrices.count(p.unsafeGetTensorImpl()) && p.scalar_type() != compute) p.set_data(p.to(compute));
+  for (auto& b : m.buffers())
+    if (b.is_floating_point() && b.scalar_type() != compute) b.set_data(b.to(compute));
 }
 
 void init_normal(torch::nn::Module& m, double std) {

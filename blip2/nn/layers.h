@@ -9,6 +9,9 @@
 
 #include <torch/torch.h>
 
+#include <optional>
+#include <set>
+
 namespace blip2::nn {
 
 class LinearImpl : public torch::nn::Module {
@@ -26,6 +29,11 @@ class EmbeddingImpl : public torch::nn::Module {
   EmbeddingImpl(int64_t num_embeddings, int64_t dim, int64_t padding_idx = -1);
   torch::Tensor forward(const torch::Tensor& ids);
   torch::Tensor weight;  // (num, dim)
+  // The dtype of the rows returned when the model computes in another dtype
+  // than its matrices are stored in (see compute_in); undefined = weight's.
+  std::optional<at::ScalarType> output_dtype;
+  // The dtype of what forward returns (the model's compute dtype).
+  at::ScalarType dtype() const { return output_dtype.value_or(weight.scalar_type()); }
 
  private:
   int64_t padding_idx_;
@@ -55,6 +63,15 @@ class PatchConvImpl : public torch::nn::Module {
   int64_t patch_;
 };
 TORCH_MODULE(PatchConv);
+
+// Weights in 16 bits, compute in float32: leaves the matrices below `m`
+// (Linear and Embedding weights: nearly all the bytes) in the dtype they
+// have and converts every other parameter (biases, norms, positions, query
+// tokens) to `compute`; Embeddings then return `compute` rows, and
+// nn::linear multiplies `compute` activations by the stored matrices.
+void compute_in(torch::nn::Module& m, at::ScalarType compute);
+// The matrices compute_in leaves alone (Linear and Embedding weights).
+std::set<const void*> matrix_parameters(torch::nn::Module& m);
 
 // Initialises every Linear / Embedding / PatchConv weight ~ N(0, std) with
 // zero biases and every LayerNorm to (1, 0) below `m` (BERT's scheme).

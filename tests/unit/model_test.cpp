@@ -2,6 +2,7 @@
 // against full forwards, both prompt-joining paths, retrieval heads, loading
 // errors, bad inputs.
 #include "blip2/model/blip2_model.h"
+#include "blip2/nn/gemm.h"
 
 #include "blip2/io/tensor_store.h"
 #include "blip2/util/error.h"
@@ -191,6 +192,42 @@ TEST_F(LoadTest, BFloat16LoadConvertsAndStillRuns) {
   torch::NoGradGuard g;
   auto out = m->forward(torch::randn({1, 3, 12, 12}).to(torch::kBFloat16), torch::ones({1, 2}, torch::kLong), {});
   EXPECT_EQ(out.lm.logits.size(2), 60);
+}
+
+// How --dtype bfloat16 runs on a CPU: matrices in bf16, everything else and
+// the arithmetic in float32. It must equal a float32 model whose matrices
+// were rounded to bf16 (the widened path is exact float32 arithmetic).
+TEST(Bf16OnCpuTest, Bf16WeightsComputeInFloat32AsTheRoundedFloat32Model) {
+  nn::set_bf16_gemm(nn::Bf16Gemm::kWidened);
+  for (const std::string lm : {"opt", "t5"}) {
+    SCOPED_TRACE(lm);
+    TempDir dir;
+    test::save_checkpoint(*make(test::tiny_config(lm)), dir.path());
+    LoadOptions o;
+    o.dtype = torch::kBFloat16;
+    o.compute_dtype = torch::kFloat;
+    auto m = load_blip2(dir.path(), o);
+    EXPECT_EQ(m->query_tokens.scalar_type(), torch::kFloat);
+    EXPECT_EQ(m->language_projection->weight.scalar_type(), torch::kBFloat16);
+    EXPECT_EQ(m->language_projection->bias.scalar_type(), torch::kFloat);
+    auto ref = load_blip2(dir.path());
+    torch::NoGradGuard g;
+    for (auto& mod : ref->modules()) {
+      if (auto* l = mod->as<nn::LinearImpl>()) l->weight.copy_(l->weight.to(torch::kBFloat16).to(torch::kFloat));
+      if (auto* e = mod->as<nn::EmbeddingImpl>()) e->weight.copy_(e->weight.to(torch::kBFloat16).to(torch::kFloat));
+    }
+    const auto px = torch::randn({2, 3, 12, 12});
+    const auto ids = torch::tensor({{1, 5, 7}, {1, 9, 3}}, torch::kLong);
+    const auto dec = m->language_model->is_encoder_decoder() ? ids : torch::Tensor();
+    const auto a = m->forward(px, ids, torch::ones_like(ids), dec).lm.logits;
+    const auto b = ref->forward(px, ids, torch::ones_like(ids), dec).lm.logits;
+    EXPECT_EQ(a.scalar_type(), torch::kFloat);
+    EXPECT_TRUE(torch::allclose(a, b, 1e-4, 1e-4)) << (a - b).abs().max().item<double>();
+    GenerationConfig gc;
+    gc.max_new_tokens = gc.min_new_tokens = 5;
+    EXPECT_TRUE(torch::equal(m->generate(px, {}, {}, gc).sequences, ref->generate(px, {}, {}, gc).sequences));
+  }
+  nn::set_bf16_gemm(nn::Bf16Gemm::kAuto);
 }
 
 TEST_F(LoadTest, WrongShapeNamesTheTensorTheFileAndBothShapes) {

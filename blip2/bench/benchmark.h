@@ -1,0 +1,62 @@
+// `blip2 bench`: how fast each stage of BLIP-2 runs on this machine, beside
+// what this machine can do at best (its GEMM and memory-bandwidth ceilings,
+// measured in the same run). Models are built in memory with random weights
+// of real shapes (no download); --from-file writes the checkpoint once to a
+// temporary directory to time loading it.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "blip2/blip2.h"
+#include "blip2/config/config.h"
+#include "blip2/util/threads.h"
+
+namespace blip2::bench {
+
+// Names of the presets: "tiny" (CI), "vitl-opt125m", "vitg-opt2.7b".
+std::vector<std::string> preset_names();
+// The model of a preset; ConfigError listing the presets for an unknown name.
+Blip2Config preset_config(const std::string& name);
+
+struct BenchOptions {
+  std::string preset = "tiny";
+  RuntimeOptions runtime;         // dtype, threads, bf16 GEMM choice (CPU only)
+  int repeats = 3;                // timed runs per stage (median), after one warm-up
+  int new_tokens = 20;            // forced: min = max
+  int beams = 5;
+  bool from_file = false;         // time loading a written checkpoint
+  void validate() const;          // ConfigError naming the flag
+};
+
+// This machine's ceilings with `threads` threads (0 = one per core), each
+// GEMM on the pool the model uses for it; the caller's settings are restored.
+struct Ceilings {
+  double gemm_gflops_fp32 = 0;  // best of a few square sizes
+  double gemm_gflops_bf16 = 0;  // libtorch's bf16 matmul (emulated without native bf16)
+  double bandwidth_gbs = 0;     // STREAM-like triad, counted as 3 streams
+};
+Ceilings measure_ceilings(int threads, GemmPool restore);
+
+struct BenchResult {
+  std::string preset, dtype, compute_path, cpu, cpu_features, threads_line;
+  int threads = 0, new_tokens = 0, beams = 0;
+  double load_s = -1;  // -1: not measured (no --from-file)
+  double build_s = 0;  // building the random-weight model in memory
+  double rss_after_load_mb = 0, peak_rss_mb = 0;
+  double params_m = 0, weight_mb = 0, lm_weight_mb_per_token = 0;
+  double vision_ms_b1 = 0, vision_ms_b8 = 0, qformer_ms = 0, prefill_ms = 0, decode_tok_s = 0;
+  double e2e_greedy20_ms = 0, e2e_beam5_ms = 0;
+  double vision_gflop = 0;  // one image
+  Ceilings ceilings;
+  // Fractions of the ceilings: vision against fp32 GEMM, decode against bandwidth.
+  double vision_of_gemm() const;
+  double decode_of_bandwidth() const;
+  std::string to_json() const;
+  std::string to_table() const;
+};
+
+// Runs every stage; `log` (may be empty) receives progress lines.
+BenchResult run_benchmark(const BenchOptions& options, void (*log)(const std::string&) = nullptr);
+
+}  // namespace blip2::bench

@@ -1,0 +1,191 @@
+#include "blip2/nn/gemm.h"
+
+#include <immintrin.h>
+#include <omp.h>
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <atomic>
+
+#include "blip2/util/cpu.h"
+#include "blip2/util/error.h"
+#include "blip2/util/threads.h"
+
+namespace blip2::nn {
+
+namespace {
+
+std::atomic<Bf16Gemm> g_bf16_gemm{Bf16Gemm::kAuto};
+
+bool has_avx2_fma() {
+  const auto& f = cpu_features();
+  return f.avx2 && f.fma;
+}
+
+// Weight rows widened to float32 at a time by the 16-bit path: ~8 MiB,
+// big enough for BLAS to run at full speed, well inside the last-level cache.
+int64_t widen_block_rows(int64_t k) { return std::max<int64_t>(64, (int64_t{1} << 21) / std::max<int64_t>(1, k)); }
+
+// 8 floats of weight row `w` at column k, as float32.
+__attribute__((target("avx2,fma"))) inline __m256 load8(const float* w, int64_t k) { return _mm256_loadu_ps(w + k); }
+__attribute__((target("avx2,fma"))) inline __m256 load8(const at::BFloat16* w, int64_t k) {
+  // bf16 is the top half of a float32: widen 16 -> 32 bits and shift.
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + k));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+__attribute__((target("avx2,fma"))) void widen_bf16(const at::BFloat16* src, float* dst, int64_t n) {
+  const int64_t n8 = n / 8 * 8;
+  for (int64_t i = 0; i < n8; i += 8) _mm256_storeu_ps(dst + i, load8(src, i));
+  for (int64_t i = n8; i < n; ++i) dst[i] = static_cast<float>(src[i]);
+}
+
+inline float to_float(float v) { return v; }
+inline float to_float(at::BFloat16 v) { return static_cast<float>(v); }
+
+__attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// y (M, N) = x (M, K) W^T (+ b) for M <= kGemvRows: each weight row is read
+// once and multiplied into every row of x. Rows of W are split over threads.
+template <typename W, int M>
+__attribute__((target("avx2,fma"))) void gemv_rows(const float* x, const W* w, const float* b, float* y, int64_t K,
+                                                   int64_t n0, int64_t n1, int64_t N) {
+  const int64_t K8 = K / 8 * 8;
+  for (int64_t n = n0; n < n1; ++n) {
+    const W* row = w + n * K;
+    __m256 acc[M];
+    for (int m = 0; m < M; ++m) acc[m] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < K8; k += 8) {
+      const __m256 wv = load8(row, k);
+      for (int m = 0; m < M; ++m) acc[m] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + m * K + k), acc[m]);
+    }
+    for (int m = 0; m < M; ++m) {
+      float s = hsum(acc[m]);
+      for (int64_t k = K8; k < K; ++k) s += to_float(row[k]) * x[m * K + k];
+      y[m * N + n] = s + (b ? b[n] : 0.f);
+    }
+  }
+}
+
+template <typename W, int M>
+void gemv_split(const float* x, const W* w, const float* b, float* y, int64_t K, int64_t N) {
+  constexpr int64_t kChunk = 16;  // rows of W per work item
+  const int64_t chunks = (N + kChunk - 1) / kChunk;
+  const int threads = static_cast<int>(std::min<int64_t>(kernel_threads(), chunks));
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t c = 0; c < chunks; ++c)
+    gemv_rows<W, M>(x, w, b, y, K, c * kChunk, std::min(N, (c + 1) * kChunk), N);
+}
+
+template <typename W>
+void gemv(const float* x, const W* w, const float* b, float* y, int64_t M, int64_t K, int64_t N) {
+  switch (M) {
+    case 1: return gemv_split<W, 1>(x, w, b, y, K, N);
+    case 2: return gemv_split<W, 2>(x, w, b, y, K, N);
+    case 3: return gemv_split<W, 3>(x, w, b, y, K, N);
+    case 4: return gemv_split<W, 4>(x, w, b, y, K, N);
+    case 5: return gemv_split<W, 5>(x, w, b, y, K, N);
+    case 6: return gemv_split<W, 6>(x, w, b, y, K, N);
+    case 7: return gemv_split<W, 7>(x, w, b, y, K, N);
+    default: return gemv_split<W, 8>(x, w, b, y, K, N);
+  }
+}
+
+}  // namespace
+
+void set_bf16_gemm(Bf16Gemm mode) { g_bf16_gemm = mode; }
+
+bool native_bf16_gemm() {
+  const auto m = g_bf16_gemm.load();
+  return m == Bf16Gemm::kAuto ? cpu_features().native_bf16() : m == Bf16Gemm::kNative;
+}
+
+Bf16Gemm parse_bf16_gemm(const std::string& name, const std::string& what) {
+  if (name == "auto") return Bf16Gemm::kAuto;
+  if (name == "native") return Bf16Gemm::kNative;
+  if (name == "fp32" || name == "float32") return Bf16Gemm::kWidened;
+  throw ConfigError(what + " '" + name + "' is not one of auto, native (the CPU's bf16 GEMM), fp32 (widen the "
+                    "weights and multiply in float32)");
+}
+
+LinearPath linear_path(const at::Tensor& x, const at::Tensor& weight) {
+  const auto wt = weight.scalar_type();
+  const bool f32_x = x.scalar_type() == at::kFloat;
+  const bool half_w = wt == at::kBFloat16 || wt == at::kHalf;
+  const bool grad = at::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad());
+  if (!x.device().is_cpu() || !weight.device().is_cpu() || grad ||
+      !weight.is_contiguous() || weight.dim() != 2 || !f32_x || !(wt == at::kFloat || half_w))
+    return LinearPath::kTorch;
+  const int64_t rows = x.dim() == 0 ? 0 : x.numel() / std::max<int64_t>(1, x.size(-1));
+  if (rows >= 1 && rows <= kGemvRows && has_avx2_fma() && wt != at::kHalf)
+    return wt == at::kFloat ? LinearPath::kGemvF32 : LinearPath::kGemvBF16;
+  if (!half_w) return LinearPath::kTorch;
+  return wt == at::kBFloat16 && native_bf16_gemm() ? LinearPath::kNativeBF16 : LinearPath::kWidened;
+}
+
+const char* linear_path_name(LinearPath p) {
+  switch (p) {
+    case LinearPath::kGemvF32: return "gemv-fp32";
+    case LinearPath::kGemvBF16: return "gemv-bf16";
+    case LinearPath::kNativeBF16: return "bf16-native-gemm";
+    case LinearPath::kWidened: return "widened-fp32-gemm";
+    default: return "torch";
+  }
+}
+
+at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  const auto path = linear_path(x, weight);
+  if (path == LinearPath::kTorch) {
+    if (weight.scalar_type() == x.scalar_type()) return at::linear(x, weight, bias);
+    // Mixed dtypes the kernels do not take (autograd through 16-bit weights):
+    // the weight in the activations' dtype.
+    const auto t = x.scalar_type();
+    return at::linear(x, weight.to(t), bias.defined() ? bias.to(t) : bias);
+  }
+  const int64_t K = weight.size(1), N = weight.size(0);
+  TORCH_CHECK(x.size(-1) == K, "linear: input has ", x.size(-1), " features, the weight ", K);
+  auto out_shape = x.sizes().vec();
+  out_shape.back() = N;
+  const auto x2 = x.reshape({-1, K}).contiguous();
+  const int64_t M = x2.size(0);
+  const at::Tensor b = bias.defined() ? bias.to(at::kFloat).contiguous() : at::Tensor();
+  const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
+  if (path == LinearPath::kNativeBF16) {
+    auto y = at::linear(x2.to(at::kBFloat16), weight).to(at::kFloat);
+    if (b.defined()) y.add_(b);
+    return y.view(out_shape);
+  }
+  if (path == LinearPath::kWidened) {
+    // Blocks of weight rows widened to float32 into one cache-sized buffer
+    // and multiplied by BLAS.
+    auto y = at::empty({M, N}, x2.options());
+    const int64_t rows = widen_block_rows(K);
+    auto buf = at::empty({std::min(rows, N), K}, x2.options());
+    for (int64_t n0 = 0; n0 < N; n0 += rows) {
+      const int64_t n1 = std::min(N, n0 + rows);
+      auto wb = buf.slice(0, 0, n1 - n0);
+      if (weight.scalar_type() == at::kBFloat16 && has_avx2_fma())
+        widen_bf16(weight.data_ptr<at::BFloat16>() + n0 * K, wb.data_ptr<float>(), (n1 - n0) * K);
+      else
+        wb.copy_(weight.slice(0, n0, n1));
+      if (n0 == 0 && n1 == N) {
+        return (b.defined() ? at::addmm(b, x2, wb.t()) : at::mm(x2, wb.t())).view(out_shape);
+      }
+      y.slice(1, n0, n1).copy_(b.defined() ? at::addmm(b.slice(0, n0, n1), x2, wb.t()) : at::mm(x2, wb.t()));
+    }
+    return y.view(out_shape);
+  }
+  auto y = at::empty({M, N}, x2.options());
+  if (path == LinearPath::kGemvF32)
+    gemv(x2.data_ptr<float>(), weight.data_ptr<float>(), bp, y.data_ptr<float>(), M, K, N);
+  else
+    gemv(x2.data_ptr<float>(), weight.data_ptr<at::BFloat16>(), bp, y.data_ptr<float>(), M, K, N);
+  return y.view(out_shape);
+}
+
+}  // namespace blip2::nn

@@ -1,0 +1,44 @@
+// The one matrix product of every Linear layer and LM head: y = x W^T + b.
+//
+// Which code runs is chosen at run time from the shapes, the weight's dtype
+// and the CPU (util/cpu.h):
+// - few rows (decoding, beam search: at most kGemvRows) with float32 or
+//   bfloat16 weights on an AVX2+FMA CPU: our GEMV kernel, which reads each
+//   weight once for all rows, split over kernel_threads() (OpenBLAS 0.3.21's
+//   sgemm with one row runs far below the memory bound);
+// - 16-bit weights with float32 activations (how --dtype bfloat16/float16
+//   runs on a CPU: weights in 16 bits, half the memory and bandwidth, compute
+//   in float32) and more rows: where the CPU has native bf16 (AVX-512 BF16,
+//   AMX) and the weights are bf16, libtorch's bf16 GEMM (oneDNN) on the rows
+//   rounded to bf16; otherwise the weight is widened to float32 a block of
+//   rows at a time, in cache, and multiplied by BLAS;
+// - otherwise libtorch's linear (OpenBLAS for float32).
+#pragma once
+
+#include <torch/types.h>
+
+#include <cstdint>
+#include <string>
+
+namespace blip2::nn {
+
+constexpr int64_t kGemvRows = 8;
+
+// x (..., K), weight (N, K), bias (N) or undefined -> (..., N) in x's dtype.
+at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias = {});
+
+// Which path linear() takes for these operands (for tests and --verbose).
+enum class LinearPath { kTorch, kGemvF32, kGemvBF16, kNativeBF16, kWidened };
+LinearPath linear_path(const at::Tensor& x, const at::Tensor& weight);
+const char* linear_path_name(LinearPath p);
+
+// Whether bf16 weights with many rows use the CPU's native bf16 GEMM.
+// kAuto: where cpu_features().native_bf16(); kWidened forces the float32
+// path (the one every CPU has; tests use it to check it on any machine).
+enum class Bf16Gemm { kAuto, kNative, kWidened };
+void set_bf16_gemm(Bf16Gemm mode);
+bool native_bf16_gemm();  // what kAuto resolved to, or the forced choice
+// "auto", "native", "fp32"; ConfigError naming `what` otherwise.
+Bf16Gemm parse_bf16_gemm(const std::string& name, const std::string& what);
+
+}  // namespace blip2::nn

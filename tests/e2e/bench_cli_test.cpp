@@ -1,0 +1,48 @@
+// blip2 bench end to end on the tiny preset: valid JSON with every field the
+// benchmark promises, plausible numbers, and clear errors for bad flags.
+#include <nlohmann/json.hpp>
+
+#include "e2e_util.h"
+
+namespace blip2 {
+namespace {
+
+using nlohmann::json;
+using test::run_cli;
+
+TEST(BenchCliTest, TinyPresetPrintsEveryFieldAsJson) {
+  for (const std::string dtype : {"float32", "bfloat16"}) {
+    auto r = run_cli("bench --preset tiny --repeats 1 --new-tokens 4 --beams 2 --json --from-file --dtype " + dtype);
+    ASSERT_EQ(r.code, 0) << r.err;
+    const json j = json::parse(r.out);
+    for (const char* k : {"vision_ms_b1", "vision_ms_b8", "qformer_ms", "prefill_ms", "decode_tok_s", "e2e_greedy20_ms",
+                          "e2e_beam5_ms", "peak_rss_mb", "gemm_gflops", "bandwidth_gbs", "load_s"}) {
+      ASSERT_TRUE(j.contains(k) && j[k].is_number()) << k << " in " << r.out;
+      EXPECT_GT(j[k].get<double>(), 0) << k;
+    }
+    EXPECT_EQ(j["preset"], "tiny");
+    EXPECT_EQ(j["dtype"], dtype == "float32" ? "fp32" : "bf16");
+    EXPECT_EQ(j["new_tokens"], 4);
+    EXPECT_GE(j["threads"].get<int>(), 1);
+    // The 16-bit model holds half the bytes of the float32 one (matrices dominate).
+    if (dtype == "bfloat16") EXPECT_LT(j["weight_mb"].get<double>(), 0.6);
+    EXPECT_GE(j["peak_rss_mb"].get<double>(), j["rss_after_load_mb"].get<double>() * 0.5);
+  }
+}
+
+TEST(BenchCliTest, BadFlagsNameTheFlagAndTheChoices) {
+  auto p = run_cli("bench --preset huge");
+  EXPECT_EQ(p.code, 1);
+  EXPECT_NE(p.err.find("--preset 'huge' is not a benchmark preset; choose one of tiny, vitl-opt125m, vitg-opt2.7b"),
+            std::string::npos)
+      << p.err;
+  auto r = run_cli("bench --repeats 0");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("--repeats must be in 1..1000"), std::string::npos) << r.err;
+  auto g = run_cli("bench --bf16-gemm fast");
+  EXPECT_EQ(g.code, 1);
+  EXPECT_NE(g.err.find("--bf16-gemm 'fast' is not one of auto, native"), std::string::npos) << g.err;
+}
+
+}  // namespace
+}  // namespace blip2
