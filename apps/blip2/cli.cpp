@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <iostream>
 #include <unistd.h>
+#include <utility>
 #include <nlohmann/json.hpp>
 
 #include "blip2/util/progress.h"
@@ -26,14 +27,14 @@ CLI::App* Registry::group(const std::string& name, const std::string& descriptio
 }
 
 bool Registry::is_command(const std::string& name) const {
-  for (const CLI::App* sub : app_.get_subcommands(std::function<bool(const CLI::App*)>{}))
+  for (const CLI::App* sub : std::as_const(app_).get_subcommands(std::function<bool(const CLI::App*)>{}))
     if (sub->get_name() == name) return true;
   return false;
 }
 
 std::string Registry::command_names() const {
   std::string out;
-  for (const CLI::App* sub : app_.get_subcommands(std::function<bool(const CLI::App*)>{}))
+  for (const CLI::App* sub : std::as_const(app_).get_subcommands(std::function<bool(const CLI::App*)>{}))
     out += (out.empty() ? "" : ", ") + sub->get_name();
   return out;
 }

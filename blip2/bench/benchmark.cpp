@@ -1,5 +1,6 @@
 #include "blip2/bench/benchmark.h"
 
+#include <malloc.h>
 #include <sys/resource.h>
 #include <torch/torch.h>
 
@@ -7,6 +8,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -96,7 +98,21 @@ double median_ms(int repeats, const std::function<void()>& f) {
   return t[t.size() / 2];
 }
 
+// The peak resident set is measured over the stages only: building the
+// random model (and writing it, with --from-file) is not what a user's
+// process holds. Linux resets the peak (VmHWM) on "5" > clear_refs.
+bool reset_peak_rss() {
+  std::ofstream f("/proc/self/clear_refs");
+  f << "5";
+  f.flush();
+  return static_cast<bool>(f);
+}
+
 double peak_rss_mb() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;  // "VmHWM:  123 kB"
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
   return u.ru_maxrss / 1024.0;  // KiB on Linux
@@ -184,6 +200,7 @@ BenchResult run_benchmark(const BenchOptions& options, void (*log)(const std::st
     io::save_safetensors((dir / "model.safetensors").string(), tensors);
     tensors.clear();
     model = Blip2Model(nullptr);
+    malloc_trim(0);  // give the in-memory model's pages back before loading the file
     LoadOptions lo;
     lo.dtype = dtype;
     lo.compute_dtype = compute;
@@ -195,6 +212,7 @@ BenchResult run_benchmark(const BenchOptions& options, void (*log)(const std::st
     fs::remove_all(dir, ec);
   }
   r.rss_after_load_mb = resident_memory_kb() / 1024.0;
+  r.peak_rss_of_stages = reset_peak_rss();
   const auto params = model->parameters();
   double n = 0;
   for (const auto& p : params) n += p.numel();
@@ -269,6 +287,7 @@ std::string BenchResult::to_json() const {
   j["e2e_greedy20_ms"] = e2e_greedy20_ms;
   j["e2e_beam5_ms"] = e2e_beam5_ms;
   j["peak_rss_mb"] = peak_rss_mb;
+  j["peak_rss_scope"] = peak_rss_of_stages ? "stages after load" : "whole process";
   j["gemm_gflops"] = ceilings.gemm_gflops_fp32;
   j["gemm_gflops_bf16"] = ceilings.gemm_gflops_bf16;
   j["bandwidth_gbs"] = ceilings.bandwidth_gbs;
@@ -298,7 +317,7 @@ std::string BenchResult::to_table() const {
     << " MB read per token, " << pct(decode_of_bandwidth()) << " of the bandwidth bound)\n"
     << "  caption, greedy      " << fmt(e2e_greedy20_ms, 0) << " ms\n"
     << "  caption, beam search " << fmt(e2e_beam5_ms, 0) << " ms\n"
-    << "  peak RSS             " << fmt(peak_rss_mb, 0) << " MB\n";
+    << "  peak RSS             " << fmt(peak_rss_mb, 0) << " MB" << (peak_rss_of_stages ? " (stages after load)" : "") << "\n";
   return o.str();
 }
 

@@ -44,6 +44,7 @@ struct BenchResult {
   double load_s = -1;  // -1: not measured (no --from-file)
   double build_s = 0;  // building the random-weight model in memory
   double rss_after_load_mb = 0, peak_rss_mb = 0;
+  bool peak_rss_of_stages = false;  // false: the whole process (no clear_refs)
   double params_m = 0, weight_mb = 0, lm_weight_mb_per_token = 0;
   double vision_ms_b1 = 0, vision_ms_b8 = 0, qformer_ms = 0, prefill_ms = 0, decode_tok_s = 0;
   double e2e_greedy20_ms = 0, e2e_beam5_ms = 0;
