@@ -2,14 +2,16 @@
 
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <set>
 #include <sstream>
 
-#include "blip2/nn/gemm.h"
 #include "blip2/io/tensor_store.h"
 #include "blip2/io/weight_map.h"
+#include "blip2/model/config_fit.h"
+#include "blip2/nn/gemm.h"
 #include "blip2/nn/ops.h"
 #include "blip2/util/error.h"
 #include "blip2/util/progress.h"
@@ -417,6 +419,9 @@ Blip2Model load_blip2(const std::string& dir, const LoadOptions& options, LoadRe
   parts.itg = store.has("text_decoder_head.bias");
   parts.qformer_text = parts.language && !parts.retrieval && store.has("embeddings.word_embeddings.weight");
   parts.vision_tower = store.has("vision_model.embeddings.class_embedding") || !store.has("vision_model.post_layernorm.weight");
+  // Sizes against the checkpoint before building anything (a partial load,
+  // allow_missing, is expected to hold less).
+  if (!options.allow_missing) check_config_fits(config, parts, store, (std::filesystem::path(dir) / "config.json").string());
   Blip2Model model(config, parts);
   model->eval();
   for (auto& p : model->parameters()) p.set_requires_grad(false);

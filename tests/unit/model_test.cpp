@@ -2,9 +2,14 @@
 // against full forwards, both prompt-joining paths, retrieval heads, loading
 // errors, bad inputs.
 #include "blip2/model/blip2_model.h"
-#include "blip2/nn/gemm.h"
+
+#include <chrono>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "blip2/io/tensor_store.h"
+#include "blip2/nn/gemm.h"
 #include "blip2/util/error.h"
 #include "model_fixtures.h"
 #include "test_util.h"
@@ -228,6 +233,41 @@ TEST(Bf16OnCpuTest, Bf16WeightsComputeInFloat32AsTheRoundedFloat32Model) {
     EXPECT_TRUE(torch::equal(m->generate(px, {}, {}, gc).sequences, ref->generate(px, {}, {}, gc).sequences));
   }
   nn::set_bf16_gemm(nn::Bf16Gemm::kAuto);
+}
+
+// Hostile or mismatched config values are refused before any module is
+// built: no 10^9-layer stacks, no 10^12-row embeddings (issue 12).
+TEST_F(LoadTest, ConfigSizesBeyondTheCheckpointAreRefusedBeforeBuilding) {
+  const std::string path = dir_.file("config.json");
+  std::stringstream orig;
+  orig << std::ifstream(path).rdbuf();
+  const auto base = nlohmann::json::parse(orig.str());
+  struct Case {
+    std::vector<std::string> key;
+    double value;
+    std::string expect;
+  };
+  const std::vector<Case> cases = {
+      {{"vision_config", "num_hidden_layers"}, 1e9, "vision_config.num_hidden_layers is 1000000000 but the checkpoint"},
+      {{"qformer_config", "num_hidden_layers"}, 1e9, "qformer_config.num_hidden_layers is 1000000000"},
+      {{"text_config", "num_hidden_layers"}, 1099511627776.0, "text_config.num_hidden_layers is 1099511627776"},
+      {{"text_config", "vocab_size"}, 1e12, "imply at least"},
+      {{"num_query_tokens"}, 1e9, "imply at least"},
+      {{"vision_config", "intermediate_size"}, 1e9, "imply at least"},
+  };
+  for (const auto& c : cases) {
+    auto j = base;
+    if (c.key.size() == 1)
+      j[c.key[0]] = static_cast<int64_t>(c.value);
+    else
+      j[c.key[0]][c.key[1]] = static_cast<int64_t>(c.value);
+    std::ofstream(path) << j.dump();
+    const auto t0 = std::chrono::steady_clock::now();
+    EXPECT_THROW_WITH(load_blip2(dir_.path()), ConfigError, c.expect);
+    EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0) << c.expect;
+  }
+  std::ofstream(path) << orig.str();
+  EXPECT_NO_THROW(load_blip2(dir_.path()));
 }
 
 TEST_F(LoadTest, WrongShapeNamesTheTensorTheFileAndBothShapes) {
