@@ -101,14 +101,19 @@ std::vector<TextResult> Pipeline::generate_with_qformer_text(const std::vector<I
       longest = std::max(longest, r.size());
       rows.push_back(std::move(r));
     }
-    const int64_t limit = lm.context_length()
-                              ? *lm.context_length() - config().num_query_tokens - generation.max_new_tokens
-                              : std::numeric_limits<int64_t>::max();
-    if (static_cast<int64_t>(longest) > limit)
-      throw InputError("the prompt has " + std::to_string(longest) + " tokens; with " +
-                       std::to_string(config().num_query_tokens) + " query tokens and max_new_tokens " +
-                       std::to_string(generation.max_new_tokens) + " at most " + std::to_string(limit) +
-                       " fit the language model's context; shorten the prompt");
+    if (const auto ctx = lm.context_length()) {
+      const int64_t q = config().num_query_tokens, room = *ctx - q;
+      if (generation.max_new_tokens >= room)
+        throw InputError("max_new_tokens " + std::to_string(generation.max_new_tokens) + " does not fit the language "
+                         "model's context of " + std::to_string(*ctx) + " positions (" + std::to_string(q) +
+                         " go to the query tokens); give --max-new-tokens below " + std::to_string(room));
+      const int64_t limit = room - generation.max_new_tokens;
+      if (static_cast<int64_t>(longest) > limit)
+        throw InputError("the prompt has " + std::to_string(longest) + " tokens; with " + std::to_string(q) +
+                         " query tokens and max_new_tokens " + std::to_string(generation.max_new_tokens) +
+                         " at most " + std::to_string(limit) +
+                         " fit the language model's context; shorten the prompt or lower --max-new-tokens");
+    }
     std::tie(ids, mask) = pad_batch(rows, pad, /*left_pad=*/decoder_only, /*allow_empty=*/true);
     ids = ids.to(s.device);
     mask = mask.to(s.device);

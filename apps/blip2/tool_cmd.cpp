@@ -8,6 +8,7 @@
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "apps/blip2/cli.h"
 #include "blip2/data/image_processor.h"
@@ -61,10 +62,11 @@ int run_tokenize(const std::string& dir, bool no_special, bool jsonl, const std:
   return 0;
 }
 
-int run_preprocess(int size, const std::string& config, const std::string& image, const std::string& output) {
+int run_preprocess(std::optional<int> size, const std::string& config, const std::string& image,
+                   const std::string& output) {
   ImageProcessorConfig c;
   if (!config.empty()) c = ImageProcessorConfig::from_json_file(config);
-  if (size > 0) c.height = c.width = size;
+  if (size) c.height = c.width = *size;
   c.validate("--size");
   auto img = load_image(image);
   auto resized = resize(img, c.width, c.height, static_cast<Resample>(c.resample));
@@ -117,13 +119,13 @@ void add_tool_commands(Registry& r) {
   tokenize->add_option("text", t->text, "text to tokenize");
 
   struct Preprocess {
-    int size = 0;
+    std::optional<int> size;
     std::string config, image, output;
   };
   auto p = std::make_shared<Preprocess>();
   auto* preprocess = r.add(nullptr, "preprocess", "write the pixel values BLIP-2 sees for an image",
                            [p] { return run_preprocess(p->size, p->config, p->image, p->output); });
-  preprocess->add_option("--size", p->size, "output height and width (default 224 or the config's)");
+  preprocess->add_option("--size", p->size, "output height and width, 1..4096 (default 224 or the config's)");
   preprocess->add_option("--config", p->config, "preprocessor_config.json to use");
   preprocess->add_option("image", p->image, "image file")->required();
   preprocess->add_option("-o,--output", p->output, "output .safetensors (pixel_values, resized_uint8)")->required();

@@ -376,6 +376,9 @@ ImageProcessorConfig ImageProcessorConfig::from_json_file(const std::string& pat
 void ImageProcessorConfig::validate(const std::string& src) const {
   if (height < 1 || width < 1)
     throw ConfigError(src + ": size must be at least 1x1, got " + std::to_string(height) + "x" + std::to_string(width));
+  if (height > kMaxProcessedSide || width > kMaxProcessedSide)
+    throw ConfigError(src + ": size " + std::to_string(height) + "x" + std::to_string(width) + " is above " +
+                      std::to_string(kMaxProcessedSide) + " pixels a side (BLIP-2 encoders read 224-490 px)");
   if (!std::isfinite(rescale_factor))
     throw ConfigError(src + ": rescale_factor must be finite, got " + std::to_string(rescale_factor));
   for (int i = 0; i < 3; ++i) {

@@ -20,6 +20,10 @@ namespace blip2 {
 // PIL.Image.Resampling values (also what preprocessor_config.json stores).
 enum class Resample : int { Nearest = 0, Lanczos = 1, Bilinear = 2, Bicubic = 3, Box = 4, Hamming = 5 };
 
+// The largest output side preprocessing accepts (a config or --size): a
+// BLIP-2 image encoder reads 224-490 px; this bounds the pixel buffers.
+constexpr int kMaxProcessedSide = 4096;
+
 struct ImageProcessorConfig {
   int height = 224, width = 224;
   bool do_resize = true, do_rescale = true, do_normalize = true, do_convert_rgb = true;

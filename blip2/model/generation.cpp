@@ -22,10 +22,13 @@ void GenerationConfig::validate() const {
     bad("num_return_sequences (" + std::to_string(num_return_sequences) + ") must not exceed num_beams (" +
         std::to_string(num_beams) + ") without sampling");
   if (do_sample && num_beams > 1) bad("do_sample with num_beams > 1 (beam sampling) is not supported");
-  if (!(temperature > 0)) bad("temperature must be positive, got " + std::to_string(temperature));
+  if (!(temperature > 0) || !std::isfinite(temperature))
+    bad("temperature must be positive and finite, got " + std::to_string(temperature));
+  if (!std::isfinite(length_penalty)) bad("length_penalty must be finite, got " + std::to_string(length_penalty));
   if (top_k < 0) bad("top_k must be >= 0");
   if (!(top_p > 0 && top_p <= 1)) bad("top_p must be in (0, 1], got " + std::to_string(top_p));
-  if (!(repetition_penalty > 0)) bad("repetition_penalty must be positive");
+  if (!(repetition_penalty > 0) || !std::isfinite(repetition_penalty))
+    bad("repetition_penalty must be positive and finite, got " + std::to_string(repetition_penalty));
   if (no_repeat_ngram_size < 0) bad("no_repeat_ngram_size must be >= 0");
 }
 

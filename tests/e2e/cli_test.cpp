@@ -181,6 +181,14 @@ TEST(CliTest, BadInputGivesOneLineErrorsAndNonZeroExit) {
            {"verify /nonexistent/case", "/nonexistent/case"},
            {"caption --model " + q(dir.path()) + " --threads 9999 " + q(test::golden(kImage)), "--threads 9999"},
            {"caption --model " + q(dir.path()) + " --threads -1 " + q(test::golden(kImage)), "--threads -1"},
+           {"caption --model " + q(dir.path()) + " --sample --temperature inf " + q(test::golden(kImage)),
+            "temperature must be positive and finite, got inf"},
+           {"ask --model " + q(dir.path()) + " --max-new-tokens 100000 " + q(test::golden(kImage)) + " 'what?'",
+            "max_new_tokens 100000 does not fit the language model's context"},
+           {"preprocess --size 0 " + q(test::golden(kImage)) + " -o " + q(dir.file("p.safetensors")),
+            "size must be at least 1x1, got 0x0"},
+           {"preprocess --size 100000 " + q(test::golden(kImage)) + " -o " + q(dir.file("p.safetensors")),
+            "above 4096 pixels a side"},
        }) {
     auto r = run_cli(c.args);
     EXPECT_EQ(r.code, 1) << c.args << "\n" << r.err;
