@@ -163,7 +163,7 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
   if (path == LinearPath::kWidened) {
     // Blocks of weight rows widened to float32 into one cache-sized buffer
     // and multiplied by BLAS.
-    auto y = at::empty({M, N}, x2.options());
+    at::Tensor y;  // only when there are several blocks
     const int64_t rows = widen_block_rows(K);
     auto buf = at::empty({std::min(rows, N), K}, x2.options());
     for (int64_t n0 = 0; n0 < N; n0 += rows) {
@@ -176,6 +176,7 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
       if (n0 == 0 && n1 == N) {
         return (b.defined() ? at::addmm(b, x2, wb.t()) : at::mm(x2, wb.t())).view(out_shape);
       }
+      if (!y.defined()) y = at::empty({M, N}, x2.options());
       y.slice(1, n0, n1).copy_(b.defined() ? at::addmm(b.slice(0, n0, n1), x2, wb.t()) : at::mm(x2, wb.t()));
     }
     return y.view(out_shape);
