@@ -50,7 +50,7 @@ const Tokenizer& Pipeline::tokenizer() const { return *impl_->tokenizer; }
 bool Pipeline::has_language_model() const { return impl_->model->parts().language; }
 bool Pipeline::has_retrieval_heads() const { return impl_->model->parts().retrieval; }
 double Pipeline::load_seconds() const { return impl_->load_seconds; }
-std::string Pipeline::runtime_description() const { return impl_->runtime_line; }
+std::string Pipeline::runtime_description() const { return impl_->runtime.line; }
 
 namespace {
 LanguageModel& require_language_model(const Pipeline& p, const Blip2ModelImpl& model) {
@@ -66,7 +66,7 @@ std::string Pipeline::vqa_prompt_template() const {
 
 at::Tensor Pipeline::pixel_values(const std::vector<Image>& images) const {
   if (images.empty()) throw InputError("no images given");
-  return preprocess_batch(images, impl_->processor).to(impl_->device, impl_->compute_dtype);
+  return preprocess_batch(images, impl_->processor).to(impl_->runtime.device, impl_->runtime.compute_dtype);
 }
 
 std::vector<TextResult> Pipeline::generate(const std::vector<Image>& images, const std::vector<std::string>& prompts,
@@ -115,8 +115,8 @@ std::vector<TextResult> Pipeline::generate_with_qformer_text(const std::vector<I
                          " fit the language model's context; shorten the prompt or lower --max-new-tokens");
     }
     std::tie(ids, mask) = pad_batch(rows, pad, /*left_pad=*/decoder_only, /*allow_empty=*/true);
-    ids = ids.to(s.device);
-    mask = mask.to(s.device);
+    ids = ids.to(s.runtime.device);
+    mask = mask.to(s.runtime.device);
   }
   torch::Tensor qids, qmask;
   if (!qformer_texts.empty() && s.qformer_tokenizer) {
@@ -124,8 +124,8 @@ std::vector<TextResult> Pipeline::generate_with_qformer_text(const std::vector<I
     o.max_len = config().qformer.max_position_embeddings;
     o.pad_id = s.qformer_tokenizer->pad_id().value_or(0);
     std::tie(qids, qmask) = encode_batch(*s.qformer_tokenizer, qformer_texts, o);
-    qids = qids.to(s.device);
-    qmask = qmask.to(s.device);
+    qids = qids.to(s.runtime.device);
+    qmask = qmask.to(s.runtime.device);
   }
   auto out = s.model->generate(pixels, ids, mask, generation, true, qids, qmask);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -186,7 +186,7 @@ at::Tensor Pipeline::text_embedding(const std::string& text) {
   require_retrieval(*this);
   torch::NoGradGuard g;
   auto [ids, mask] = encode_text(*impl_->tokenizer, text, config().qformer.max_position_embeddings);
-  auto f = impl_->model->text_features(ids.to(impl_->device), mask.to(impl_->device)).first;
+  auto f = impl_->model->text_features(ids.to(impl_->runtime.device), mask.to(impl_->runtime.device)).first;
   return f[0][0].to(torch::kCPU, torch::kFloat);
 }
 
@@ -200,7 +200,7 @@ double Pipeline::match(const Image& image, const std::string& text) {
   require_retrieval(*this);
   torch::NoGradGuard g;
   auto [ids, mask] = encode_text(*impl_->tokenizer, text, config().qformer.max_position_embeddings - config().num_query_tokens);
-  auto out = impl_->model->itm(pixel_values({image}), ids.to(impl_->device), mask.to(impl_->device));
+  auto out = impl_->model->itm(pixel_values({image}), ids.to(impl_->runtime.device), mask.to(impl_->runtime.device));
   return out.logits.to(torch::kFloat).softmax(-1)[0][1].item<double>();
 }
 

@@ -76,16 +76,11 @@ ModelDir load_model_dir(const std::string& dir, const RuntimeOptions& options) {
     throw ConfigError("model directory '" + dir + "' does not exist; give the path of a BLIP-2 checkpoint directory");
   ModelDir m;
   m.dir = dir;
-  const Runtime r = apply_runtime(options);
-  m.dtype = r.dtype;
-  m.compute_dtype = r.compute_dtype;
-  m.device = r.device;
-  m.threads = r.threads;
-  m.runtime_line = r.line;
+  m.runtime = apply_runtime(options);
   LoadOptions lo;
-  lo.dtype = m.dtype;
-  lo.compute_dtype = m.compute_dtype;
-  lo.device = m.device;
+  lo.dtype = m.runtime.dtype;
+  lo.compute_dtype = m.runtime.compute_dtype;
+  lo.device = m.runtime.device;
   m.model = load_blip2(dir, lo);
   m.tokenizer = load_tokenizer(dir);
   if (m.model->parts().qformer_text) {

@@ -18,6 +18,15 @@ namespace blip2 {
 // Where and how the weights run: the fields of PipelineOptions (blip2.h).
 struct RuntimeOptions;
 
+// RuntimeOptions checked and applied (threads, GEMM choice): what a model
+// will run with. load_model_dir calls it; so does the benchmark.
+struct Runtime {
+  torch::Device device{torch::kCPU};
+  torch::ScalarType dtype = torch::kFloat, compute_dtype = torch::kFloat;
+  ThreadSettings threads;
+  std::string line;  // for --verbose
+};
+
 struct ModelDir {
   std::string dir;
   Blip2Model model{nullptr};
@@ -28,12 +37,7 @@ struct ModelDir {
   // qformer_tokenizer/ beside the weights; null otherwise.
   std::unique_ptr<Tokenizer> qformer_tokenizer;
   ImageProcessorConfig processor;  // preprocessor_config.json, or the vision config's image size
-  torch::Device device{torch::kCPU};
-  torch::ScalarType dtype = torch::kFloat;          // of the weights (--dtype)
-  torch::ScalarType compute_dtype = torch::kFloat;  // of activations (pixels in)
-  ThreadSettings threads;
-  // One line: weights, compute, GEMM path, threads (--verbose).
-  std::string runtime_line;  // what --threads set on every pool
+  Runtime runtime;  // device, weights' and compute dtypes, threads, the --verbose line
   double load_seconds = 0;
 };
 
@@ -46,17 +50,9 @@ ModelDir load_model_dir(const std::string& dir, const RuntimeOptions& options);
 // 16-bit and the arithmetic is float32 (nn/gemm.h); elsewhere `dtype`.
 torch::ScalarType compute_dtype_for(torch::ScalarType dtype, const torch::Device& device);
 
-// RuntimeOptions checked and applied (threads, GEMM choice): what a model
-// will run with. load_model_dir calls it; so does the benchmark.
-struct Runtime {
-  torch::Device device{torch::kCPU};
-  torch::ScalarType dtype = torch::kFloat, compute_dtype = torch::kFloat;
-  ThreadSettings threads;
-  std::string line;  // for --verbose
-};
-Runtime apply_runtime(const RuntimeOptions& options);
-
 // "cpu", "cuda", "cuda:N"; ConfigError when invalid or CUDA is unavailable.
 torch::Device parse_device(const std::string& name);
+
+Runtime apply_runtime(const RuntimeOptions& options);
 
 }  // namespace blip2
