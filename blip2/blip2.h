@@ -79,10 +79,13 @@ class Pipeline {
 
   // ITC features (retrieval checkpoints): (Q, E) per image, (E) per text, L2-normalised.
   at::Tensor image_embedding(const Image& image);
+  at::Tensor image_embeddings(const std::vector<Image>& images);  // (B, Q, E), one batch
   at::Tensor text_embedding(const std::string& text);
   // ITC similarity (max over queries) and ITM match probability.
   double similarity(const Image& image, const std::string& text);
   double match(const Image& image, const std::string& text);
+  // ITM match probability of each image with one text, in one batch.
+  std::vector<double> match(const std::vector<Image>& images, const std::string& text);
 
   // Preprocessed pixel values (B, 3, H, W) as the model sees them.
   at::Tensor pixel_values(const std::vector<Image>& images) const;

@@ -175,11 +175,13 @@ std::pair<torch::Tensor, torch::Tensor> encode_text(const Tokenizer& tok, const 
 }
 }  // namespace
 
-at::Tensor Pipeline::image_embedding(const Image& image) {
+at::Tensor Pipeline::image_embedding(const Image& image) { return image_embeddings({image})[0]; }
+
+at::Tensor Pipeline::image_embeddings(const std::vector<Image>& images) {
   require_retrieval(*this);
   torch::NoGradGuard g;
-  auto v = impl_->model->encode_image(pixel_values({image})).last_hidden_state;
-  return impl_->model->image_features(v)[0].to(torch::kCPU, torch::kFloat);
+  auto v = impl_->model->encode_image(pixel_values(images)).last_hidden_state;
+  return impl_->model->image_features(v).to(torch::kCPU, torch::kFloat);
 }
 
 at::Tensor Pipeline::text_embedding(const std::string& text) {
@@ -196,12 +198,18 @@ double Pipeline::similarity(const Image& image, const std::string& text) {
   return Blip2ModelImpl::itc_similarity(i.unsqueeze(0), t.unsqueeze(0)).item<double>();
 }
 
-double Pipeline::match(const Image& image, const std::string& text) {
+double Pipeline::match(const Image& image, const std::string& text) { return match(std::vector<Image>{image}, text)[0]; }
+
+std::vector<double> Pipeline::match(const std::vector<Image>& images, const std::string& text) {
   require_retrieval(*this);
+  if (images.empty()) return {};
   torch::NoGradGuard g;
   auto [ids, mask] = encode_text(*impl_->tokenizer, text, config().qformer.max_position_embeddings - config().num_query_tokens);
-  auto out = impl_->model->itm(pixel_values({image}), ids.to(impl_->runtime.device), mask.to(impl_->runtime.device));
-  return out.logits.to(torch::kFloat).softmax(-1)[0][1].item<double>();
+  const int64_t b = static_cast<int64_t>(images.size());
+  auto out = impl_->model->itm(pixel_values(images), ids.expand({b, -1}).to(impl_->runtime.device),
+                               mask.expand({b, -1}).to(impl_->runtime.device));
+  auto p = out.logits.to(torch::kCPU, torch::kFloat).softmax(-1).select(1, 1).contiguous();
+  return std::vector<double>(p.data_ptr<float>(), p.data_ptr<float>() + b);
 }
 
 }  // namespace blip2

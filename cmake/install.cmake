@@ -6,7 +6,7 @@
 #   target_link_libraries(app PRIVATE blip2::blip2)
 include(CMakePackageConfigHelpers)
 
-install(TARGETS blip2 blip2_shapes EXPORT blip2Targets
+install(TARGETS blip2 blip2_shapes blip2_search EXPORT blip2Targets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
         INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(TARGETS blip2_spm LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})

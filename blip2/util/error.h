@@ -34,6 +34,13 @@ class InputError : public Error {
   explicit InputError(const std::string& what) : Error(what) {}
 };
 
+// A collection index (blip2/search) that is missing, corrupt, of another
+// format version, or built by another model than the one given.
+class IndexError : public Error {
+ public:
+  explicit IndexError(const std::string& what) : Error(what) {}
+};
+
 // "[2, 257, 1024]" for messages.
 std::string shape_str(const std::vector<int64_t>& shape);
 
