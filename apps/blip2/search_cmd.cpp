@@ -176,8 +176,10 @@ void add_search_commands(Registry& r) {
         h["itm_probability"] = hits[i].itm ? nlohmann::json(*hits[i].itm) : nlohmann::json(nullptr);
         rows.push_back(h);
       }
+      const auto& t = index.last_timings();
       std::cout << nlohmann::json{{"query", s->image.empty() ? s->text : s->image}, {"by", s->image.empty() ? "text" : "image"},
-                                  {"results", rows}}
+                                  {"results", rows},
+                                  {"timings_ms", {{"encode", t.encode_ms}, {"ann", t.ann_ms}, {"rerank", t.rerank_ms}}}}
                        .dump()
                 << "\n";
       return 0;

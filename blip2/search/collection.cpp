@@ -12,6 +12,7 @@
 #include "blip2/config/config.h"
 #include "blip2/search/catalog.h"
 #include "blip2/util/error.h"
+#include "blip2/util/progress.h"
 
 namespace fs = std::filesystem;
 
@@ -244,7 +245,6 @@ const VectorIndex& Collection::flat_vectors() {
 UpdateReport Collection::update(const IndexOptions& options) {
   if (options.batch_size < 1) throw InputError("index batch size must be >= 1 (got " + std::to_string(options.batch_size) + ")");
   const auto t0 = std::chrono::steady_clock::now();
-  auto since = [](auto t) { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count(); };
   const std::string root = catalog_->meta().images_root;
   if (!fs::is_directory(root))
     throw InputError(root + ": the indexed images folder is gone; build a new index for where the images are now");
@@ -333,14 +333,14 @@ UpdateReport Collection::update(const IndexOptions& options) {
       catalog_->apply(change);
     }
     done += static_cast<int64_t>(end - start);
-    if (options.on_progress) options.on_progress(done, total, since(te));
+    if (options.on_progress) options.on_progress(done, total, seconds_since(te));
   }
-  report.embed_seconds = since(te);
+  report.embed_seconds = seconds_since(te);
   const int64_t n_vectors = catalog_->image_count() * catalog_->meta().queries;
   if (catalog_->vectors_stamp().generation != catalog_->meta().generation ||
       choose_vector_index(n_vectors, options.exact) != vectors_->kind())
     write_vectors(options.exact);
-  report.seconds = since(t0);
+  report.seconds = seconds_since(t0);
   return report;
 }
 
@@ -371,9 +371,14 @@ std::vector<SearchHit> Collection::search(const std::string& text, const SearchO
   // The k-th best image's best vector is within the first (k - 1) Q + 1
   // vectors, so n images need at most n Q neighbours (exact for flat).
   const int64_t candidates = std::max(o.k, o.rerank), q = catalog_->meta().queries;
+  auto t0 = std::chrono::steady_clock::now();
   auto t = model_->text_embedding(text).contiguous();
+  timings_.encode_ms = 1e3 * seconds_since(t0);
+  t0 = std::chrono::steady_clock::now();
   const VectorIndex& index = o.exact ? flat_vectors() : *vectors_;
   auto hits = hits_of(best_groups(index.search(t.data_ptr<float>(), 1, candidates * q, o.nprobe), q, candidates));
+  timings_.ann_ms = 1e3 * seconds_since(t0);
+  t0 = std::chrono::steady_clock::now();
 
   // ITM re-ranking of the top `rerank`: score = ITM probability + ITC cosine (LAVIS).
   const size_t n_rerank = std::min(hits.size(), static_cast<size_t>(o.rerank));
@@ -400,6 +405,7 @@ std::vector<SearchHit> Collection::search(const std::string& text, const SearchO
     return a.score > b.score;
   });
   if (static_cast<int64_t>(hits.size()) > o.k) hits.resize(static_cast<size_t>(o.k));
+  timings_.rerank_ms = 1e3 * seconds_since(t0);
   return hits;
 }
 
@@ -410,7 +416,10 @@ std::vector<SearchHit> Collection::search(const std::string& text, const SearchO
 std::vector<SearchHit> Collection::search(const Image& image, const SearchOptions& o) {
   check_search_options(o);
   const int64_t q = catalog_->meta().queries, dim = catalog_->meta().dim;
+  auto t0 = std::chrono::steady_clock::now();
   auto e = model_->image_embeddings({image})[0].contiguous();  // (Q, E)
+  timings_ = {1e3 * seconds_since(t0), 0, 0};
+  t0 = std::chrono::steady_clock::now();
   const VectorIndex& index = o.exact ? flat_vectors() : *vectors_;
   const int64_t pool = std::max<int64_t>(4 * o.k, 64);
   auto candidates = best_groups(index.search(e.data_ptr<float>(), q, pool * q, o.nprobe), q, pool);
@@ -423,6 +432,7 @@ std::vector<SearchHit> Collection::search(const Image& image, const SearchOption
   }
   std::stable_sort(scored.begin(), scored.end(), [](auto& a, auto& b) { return a.second > b.second; });
   if (static_cast<int64_t>(scored.size()) > o.k) scored.resize(static_cast<size_t>(o.k));
+  timings_.ann_ms = 1e3 * seconds_since(t0);
   return hits_of(scored);
 }
 

@@ -60,6 +60,13 @@ struct SearchHit {
   std::optional<double> itm;  // ITM match probability (0..1), for re-ranked text queries
 };
 
+// Where the last search's time went.
+struct SearchTimings {
+  double encode_ms = 0;  // the query through the model (text or image -> ITC vectors)
+  double ann_ms = 0;     // FAISS search and the image-level ranking
+  double rerank_ms = 0;  // loading the candidates and ITM (text queries)
+};
+
 struct IndexInfo {
   std::string dir, model_dir, model_fingerprint, images_root, vector_kind;
   int64_t images = 0, queries = 0, dim = 0, generation = 0;
@@ -93,6 +100,7 @@ class Collection {
   std::vector<SearchHit> search(const Image& image, const SearchOptions& options = {});
 
   IndexInfo info() const;
+  const SearchTimings& last_timings() const { return timings_; }
   // Why the FAISS file was rebuilt when the index was opened ("" when it was read as is).
   const std::string& rebuilt_reason() const { return rebuilt_reason_; }
 
@@ -108,6 +116,7 @@ class Collection {
   std::unique_ptr<Catalog> catalog_;
   std::unique_ptr<VectorIndex> vectors_, flat_;  // flat_: built on demand for exact searches of an IVF index
   std::string rebuilt_reason_;
+  SearchTimings timings_;
 };
 
 }  // namespace blip2::search

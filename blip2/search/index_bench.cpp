@@ -9,14 +9,11 @@
 
 #include "blip2/search/vector_index.h"
 #include "blip2/util/error.h"
+#include "blip2/util/progress.h"
 
 namespace blip2::search {
 
 namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 
 double percentile(std::vector<double> v, double p) {
   std::sort(v.begin(), v.end());

@@ -24,7 +24,7 @@ const char* vector_index_kind_name(VectorIndexKind kind);
 
 // Collections with fewer vectors than this use an exact flat index; more,
 // an IVF index (docs/performance.md "Collection search" has the measurements).
-inline constexpr int64_t kApproximateFromVectors = 1'000'000;
+inline constexpr int64_t kApproximateFromVectors = 250'000;
 VectorIndexKind choose_vector_index(int64_t n_vectors, bool exact);
 
 struct Neighbor {
