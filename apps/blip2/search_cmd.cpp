@@ -66,6 +66,14 @@ int report(const search::UpdateReport& r, const search::IndexInfo& info, bool js
   return 0;
 }
 
+// The update with a progress bar, then its report.
+int run_update(search::Collection& index, const IndexFlags& flags) {
+  auto options = flags.options;
+  options.on_progress = show_progress;
+  auto rep = index.update(options);
+  return report(rep, index.info(), flags.json);
+}
+
 // --model, else the model the index was built with.
 std::string model_for(const ModelFlags& flags, const std::string& index) {
   return flags.model.empty() ? search::Collection::inspect(index).model_dir : flags.dir();
@@ -85,10 +93,7 @@ void add_search_commands(Registry& r) {
     const std::string dir = b->flags.model.dir();
     auto model = load_pipeline(b->flags.model, r.verbose);
     auto index = search::Collection::create(b->out, b->images, dir, model);
-    auto options = b->flags.options;
-    options.on_progress = show_progress;
-    auto rep = index.update(options);
-    return report(rep, index.info(), b->flags.json);
+    return run_update(index, b->flags);
   });
   add_index_flags(build, b->flags);
   build->add_option("--images", b->images, "folder of images (PNG, JPEG, WebP; searched recursively)")->required();
@@ -104,10 +109,7 @@ void add_search_commands(Registry& r) {
     mf.model = model_for(mf, u->index);
     auto model = load_pipeline(mf, r.verbose);
     auto index = search::Collection::open(u->index, mf.model, model);
-    auto options = u->flags.options;
-    options.on_progress = show_progress;
-    auto rep = index.update(options);
-    return report(rep, index.info(), u->flags.json);
+    return run_update(index, u->flags);
   });
   add_index_flags(update, u->flags);
   update->add_option("index", u->index, "index directory")->required();
