@@ -168,9 +168,9 @@ void add_search_commands(Registry& r) {
     mf.model = model_for(mf, s->index);
     auto model = load_pipeline(mf, r.verbose);
     auto index = search::Collection::open(s->index, mf.model, model);
+    auto hits = s->image.empty() ? index.search(s->text, s->options) : index.search(load_image(s->image), s->options);
     if (!index.rebuilt_reason().empty())
       std::fprintf(stderr, "blip2: rebuilt the vector index from the catalog: %s\n", index.rebuilt_reason().c_str());
-    auto hits = s->image.empty() ? index.search(s->text, s->options) : index.search(load_image(s->image), s->options);
     if (s->json) {
       nlohmann::json rows = nlohmann::json::array();
       for (size_t i = 0; i < hits.size(); ++i) {

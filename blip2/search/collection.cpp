@@ -151,7 +151,6 @@ Collection Collection::create(const std::string& index_dir, const std::string& i
   c.dir_ = dir;
   c.model_ = &model;
   c.catalog_ = std::make_unique<Catalog>(Catalog::create((fs::path(dir) / kCatalogFile).string(), meta));
-  c.load_vectors(false);
   return c;
 }
 
@@ -171,7 +170,6 @@ Collection Collection::open(const std::string& index_dir, const std::string& mod
                      std::to_string(c.catalog_->meta().dim) + " embeddings per image; the model makes " +
                      std::to_string(model.config().num_query_tokens) + " x " +
                      std::to_string(model.config().image_text_hidden_size));
-  c.load_vectors(false);
   return c;
 }
 
@@ -184,61 +182,62 @@ IndexInfo Collection::inspect(const std::string& index_dir) {
 
 IndexInfo Collection::info() const {
   const auto& m = catalog_->meta();
-  return {dir_, m.model_dir, m.model_fingerprint, m.images_root, vector_index_kind_name(vectors_->kind()),
+  return {dir_, m.model_dir, m.model_fingerprint, m.images_root, catalog_->vectors_stamp().kind,
           catalog_->image_count(), m.queries, m.dim, m.generation};
 }
 
-// The FAISS file when it is the one the catalog recorded for its current
-// generation; otherwise it is rebuilt from the catalog's embeddings (and
-// rewritten, when the directory is writable).
-void Collection::load_vectors(bool exact) {
-  const auto stamp = catalog_->vectors_stamp();
-  const std::string path = (fs::path(dir_) / kVectorsFile).string();
-  if (stamp.generation == catalog_->meta().generation) {
-    try {
-      vectors_ = std::make_unique<VectorIndex>(VectorIndex::read(path, {stamp.bytes, stamp.hash}));
-      rebuilt_reason_.clear();
-      return;
-    } catch (const IndexError& e) {
-      rebuilt_reason_ = e.what();
-    }
-  } else {
-    rebuilt_reason_ = stamp.generation < 0 ? "" : "vectors.faiss is older than the catalog (an interrupted update)";
-  }
-  try {
-    write_vectors(exact);
-  } catch (const Error& e) {  // a read-only index still searches, from memory
-    rebuilt_reason_ += std::string(rebuilt_reason_.empty() ? "" : "; ") + "not rewritten: " + e.what();
-  }
-}
-
-void Collection::write_vectors(bool exact) {
-  std::vector<int64_t> image_ids;
+namespace {
+// Every query vector of the catalog in a new FAISS index (ids image id * Q + q).
+VectorIndex index_catalog(const Catalog& catalog, VectorIndexKind kind) {
+  std::vector<int64_t> image_ids, ids;
   std::vector<float> v;
-  catalog_->embeddings(image_ids, v);
-  const int64_t q = catalog_->meta().queries;
-  std::vector<int64_t> ids;
+  catalog.embeddings(image_ids, v);
+  const int64_t q = catalog.meta().queries;
   ids.reserve(image_ids.size() * static_cast<size_t>(q));
   for (int64_t id : image_ids)
     for (int64_t j = 0; j < q; ++j) ids.push_back(id * q + j);
-  auto kind = choose_vector_index(static_cast<int64_t>(ids.size()), exact);
-  vectors_ = std::make_unique<VectorIndex>(VectorIndex::build(catalog_->meta().dim, ids, v, kind));
+  return VectorIndex::build(catalog.meta().dim, ids, v, kind);
+}
+}  // namespace
+
+// Read on first use (a build or update that rewrites the file never reads
+// it): the FAISS file when it is the one the catalog recorded for its
+// current generation; otherwise rebuilt from the catalog's embeddings, of the
+// kind it was (an --exact index stays flat), and rewritten when the
+// directory is writable.
+const VectorIndex& Collection::vectors() {
+  if (vectors_) return *vectors_;
+  const auto stamp = catalog_->vectors_stamp();
+  if (stamp.generation == catalog_->meta().generation) {
+    try {
+      vectors_ = std::make_unique<VectorIndex>(
+          VectorIndex::read((fs::path(dir_) / kVectorsFile).string(), {stamp.bytes, stamp.hash}));
+      return *vectors_;
+    } catch (const IndexError& e) {
+      rebuilt_reason_ = e.what();
+    }
+  } else if (stamp.generation >= 0) {
+    rebuilt_reason_ = "vectors.faiss is older than the catalog (an interrupted update)";
+  }
+  try {
+    write_vectors(stamp.kind == vector_index_kind_name(VectorIndexKind::kFlat));
+  } catch (const Error& e) {  // a read-only index still searches, from memory
+    rebuilt_reason_ += std::string(rebuilt_reason_.empty() ? "" : "; ") + "not rewritten: " + e.what();
+  }
+  return *vectors_;
+}
+
+void Collection::write_vectors(bool exact) {
+  auto kind = choose_vector_index(catalog_->image_count() * catalog_->meta().queries, exact);
+  vectors_ = std::make_unique<VectorIndex>(index_catalog(*catalog_, kind));
   flat_.reset();
   FileStamp f = vectors_->write((fs::path(dir_) / kVectorsFile).string());
   catalog_->set_vectors_stamp({catalog_->meta().generation, f.bytes, f.hash, vector_index_kind_name(kind)});
 }
 
 const VectorIndex& Collection::flat_vectors() {
-  if (vectors_->kind() == VectorIndexKind::kFlat) return *vectors_;
-  if (!flat_) {
-    std::vector<int64_t> image_ids, ids;
-    std::vector<float> v;
-    catalog_->embeddings(image_ids, v);
-    const int64_t q = catalog_->meta().queries;
-    for (int64_t id : image_ids)
-      for (int64_t j = 0; j < q; ++j) ids.push_back(id * q + j);
-    flat_ = std::make_unique<VectorIndex>(VectorIndex::build(catalog_->meta().dim, ids, v, VectorIndexKind::kFlat));
-  }
+  if (vectors().kind() == VectorIndexKind::kFlat) return *vectors_;
+  if (!flat_) flat_ = std::make_unique<VectorIndex>(index_catalog(*catalog_, VectorIndexKind::kFlat));
   return *flat_;
 }
 
@@ -336,9 +335,9 @@ UpdateReport Collection::update(const IndexOptions& options) {
     if (options.on_progress) options.on_progress(done, total, seconds_since(te));
   }
   report.embed_seconds = seconds_since(te);
-  const int64_t n_vectors = catalog_->image_count() * catalog_->meta().queries;
-  if (catalog_->vectors_stamp().generation != catalog_->meta().generation ||
-      choose_vector_index(n_vectors, options.exact) != vectors_->kind())
+  const auto stamp = catalog_->vectors_stamp();
+  const auto kind = choose_vector_index(catalog_->image_count() * catalog_->meta().queries, options.exact);
+  if (stamp.generation != catalog_->meta().generation || stamp.kind != vector_index_kind_name(kind))
     write_vectors(options.exact);
   report.seconds = seconds_since(t0);
   return report;
@@ -375,7 +374,7 @@ std::vector<SearchHit> Collection::search(const std::string& text, const SearchO
   auto t = model_->text_embedding(text).contiguous();
   timings_.encode_ms = 1e3 * seconds_since(t0);
   t0 = std::chrono::steady_clock::now();
-  const VectorIndex& index = o.exact ? flat_vectors() : *vectors_;
+  const VectorIndex& index = o.exact ? flat_vectors() : vectors();
   auto hits = hits_of(best_groups(index.search(t.data_ptr<float>(), 1, candidates * q, o.nprobe), q, candidates));
   timings_.ann_ms = 1e3 * seconds_since(t0);
   t0 = std::chrono::steady_clock::now();
@@ -420,7 +419,7 @@ std::vector<SearchHit> Collection::search(const Image& image, const SearchOption
   auto e = model_->image_embeddings({image})[0].contiguous();  // (Q, E)
   timings_ = {1e3 * seconds_since(t0), 0, 0};
   t0 = std::chrono::steady_clock::now();
-  const VectorIndex& index = o.exact ? flat_vectors() : *vectors_;
+  const VectorIndex& index = o.exact ? flat_vectors() : vectors();
   const int64_t pool = std::max<int64_t>(4 * o.k, 64);
   auto candidates = best_groups(index.search(e.data_ptr<float>(), q, pool * q, o.nprobe), q, pool);
   std::vector<std::pair<int64_t, float>> scored;

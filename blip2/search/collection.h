@@ -101,12 +101,12 @@ class Collection {
 
   IndexInfo info() const;
   const SearchTimings& last_timings() const { return timings_; }
-  // Why the FAISS file was rebuilt when the index was opened ("" when it was read as is).
+  // Why the FAISS file was rebuilt when a search first needed it ("" when it was read as is).
   const std::string& rebuilt_reason() const { return rebuilt_reason_; }
 
  private:
   Collection();
-  void load_vectors(bool exact_requested);
+  const VectorIndex& vectors();
   void write_vectors(bool exact);
   const VectorIndex& flat_vectors();
   std::vector<SearchHit> hits_of(const std::vector<std::pair<int64_t, float>>& order) const;
