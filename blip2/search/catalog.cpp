@@ -147,16 +147,13 @@ Catalog Catalog::open(const std::string& path) {
 
 void Catalog::read_meta() {
   std::string bad = path_ + " is not a blip2cpp index catalog";
-  // A non-database file fails here with SQLite's "file is not a database".
-  sqlite3_stmt* probe = nullptr;
-  if (sqlite3_prepare_v2(db_, "SELECT key, value FROM meta", -1, &probe, nullptr) != SQLITE_OK) {
-    std::string m = sqlite3_errmsg(db_);
-    throw IndexError(bad + " (" + m + "); rebuild it with `blip2 index build`");
-  }
-  sqlite3_finalize(probe);
   std::map<std::string, std::string> kv;
-  Stmt s(db_, "SELECT key, value FROM meta", path_);
-  while (s.step()) kv[s.text(0)] = s.text(1);
+  try {
+    Stmt s(db_, "SELECT key, value FROM meta", path_);
+    while (s.step()) kv[s.text(0)] = s.text(1);
+  } catch (const IndexError&) {  // not a database, or no meta table
+    throw IndexError(bad + " (" + sqlite3_errmsg(db_) + "); rebuild it with `blip2 index build`");
+  }
   if (kv["format"] != kIndexFormat) throw IndexError(bad + " (its meta table has no format '" + std::string(kIndexFormat) + "')");
   int64_t version = to_int("version", kv["version"], path_);
   if (version != kIndexVersion)
@@ -193,17 +190,22 @@ std::optional<ImageRow> Catalog::image(int64_t id) const {
   return ImageRow{s.integer(0), s.text(1), s.integer(2), s.integer(3), s.text(4), s.integer(5), s.integer(6)};
 }
 
+const float* Catalog::embedding_blob(const void* blob, size_t bytes, int64_t id) const {
+  const size_t want = static_cast<size_t>(meta_.queries * meta_.dim) * sizeof(float);
+  if (bytes != want)
+    throw IndexError(path_ + ": image " + std::to_string(id) + " has an embedding of " + std::to_string(bytes) +
+                     " bytes, expected " + std::to_string(want) + "; the index is damaged, rebuild it");
+  return static_cast<const float*>(blob);
+}
+
 std::vector<float> Catalog::embedding(int64_t id) const {
-  const size_t per = static_cast<size_t>(meta_.queries * meta_.dim);
   Stmt s(db_, "SELECT embedding FROM images WHERE id = ?", path_);
   s.bind(1, id);
   if (!s.step()) return {};
   size_t n = 0;
-  auto p = static_cast<const float*>(s.blob(0, n));
-  if (n != per * sizeof(float))
-    throw IndexError(path_ + ": image " + std::to_string(id) + " has an embedding of " + std::to_string(n) +
-                     " bytes, expected " + std::to_string(per * sizeof(float)) + "; the index is damaged, rebuild it");
-  return std::vector<float>(p, p + per);
+  const void* blob = s.blob(0, n);  // sets n
+  const float* p = embedding_blob(blob, n, id);
+  return std::vector<float>(p, p + n / sizeof(float));
 }
 
 void Catalog::embeddings(std::vector<int64_t>& ids, std::vector<float>& vectors) const {
@@ -214,10 +216,8 @@ void Catalog::embeddings(std::vector<int64_t>& ids, std::vector<float>& vectors)
   Stmt s(db_, "SELECT id, embedding FROM images ORDER BY id", path_);
   while (s.step()) {
     size_t n = 0;
-    auto p = static_cast<const float*>(s.blob(1, n));
-    if (n != per * sizeof(float))
-      throw IndexError(path_ + ": image " + std::to_string(s.integer(0)) + " has an embedding of " + std::to_string(n) +
-                       " bytes, expected " + std::to_string(per * sizeof(float)) + "; the index is damaged, rebuild it");
+    const void* blob = s.blob(1, n);  // sets n
+    const float* p = embedding_blob(blob, n, s.integer(0));
     ids.push_back(s.integer(0));
     vectors.insert(vectors.end(), p, p + per);
   }

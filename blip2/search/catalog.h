@@ -7,6 +7,7 @@
 // state, so `index build` resumes where it stopped.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -89,6 +90,8 @@ class Catalog {
   void exec(const char* sql) const;
   void write_meta(const std::string& key, const std::string& value);
   void read_meta();
+  // A stored embedding's floats; IndexError naming the image when its size is wrong.
+  const float* embedding_blob(const void* blob, size_t bytes, int64_t id) const;
   std::string path_;
   sqlite3* db_ = nullptr;
   CatalogMeta meta_;
