@@ -1,0 +1,124 @@
+// The web page in a real browser: Debian's chromium, driven by playwright-core
+// (no downloaded browser). Picks examples/shapes-1.png, waits for the caption,
+// asks a question and waits for the streamed answer, scores typed texts, and
+// saves a screenshot to $BLIP2_ARTIFACTS/web.png. run.sh starts the server
+// (with an API key) and passes BLIP2_URL, BLIP2_API_KEY, BLIP2_SOURCE_DIR.
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { chromium } from 'playwright-core';
+
+import { serverFromEnv } from './env.mjs';
+
+const { url, apiKey, sourceDir, artifacts } = serverFromEnv();
+const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
+const shapes = join(sourceDir, 'examples/shapes-1.png');
+const generation = { timeout: 120_000 };
+
+let profile;
+let context;
+let page;
+const pageErrors = [];
+
+before(async () => {
+  profile = mkdtempSync(join(tmpdir(), 'blip2-chromium-'));
+  // launchPersistentContext is how playwright takes a --user-data-dir: a fresh one per run.
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath,
+    headless: true,
+    viewport: { width: 1100, height: 900 },
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--disable-dev-shm-usage'],
+  });
+  page = context.pages()[0] || await context.newPage();
+  page.on('pageerror', (err) => pageErrors.push(String(err)));
+  page.on('console', (msg) => { if (msg.type() === 'error') pageErrors.push(msg.text()); });
+});
+
+after(async () => {
+  if (context) await context.close();
+  if (profile) rmSync(profile, { recursive: true, force: true });
+});
+
+test('the page loads from GET / and reads /health', async () => {
+  await page.goto(`${url}/`);
+  assert.equal(await page.title(), 'blip2cpp');
+  await page.getByRole('status').filter({ hasText: 'ready' }).waitFor();
+  // The shapes servers of run.sh have a generation model and retrieval heads.
+  await page.getByRole('heading', { name: 'Match texts' }).waitFor();
+  assert.equal(await page.getByLabel('Your question about the image').isDisabled(), true,
+    'the question box should wait for an image');
+});
+
+test('without the API key the page says so in plain words', { skip: !apiKey && 'the server has no API key' },
+  async () => {
+    await page.getByLabel('Drop an image here, or choose a file').setInputFiles(shapes);
+    const alert = page.getByRole('alert');
+    await alert.waitFor();
+    assert.match(await alert.innerText(), /needs an API key/);
+    assert.equal(await page.locator('#caption').getAttribute('data-state'), 'error');
+    // The settings open so the key can be typed in.
+    assert.equal(await page.locator('details.settings').getAttribute('open'), '');
+    await page.getByRole('button', { name: 'Dismiss the message' }).click();
+    assert.equal(await alert.isHidden(), true);
+    // Typing the key ('change' fires on leaving the box) asks for the refused caption again.
+    await page.getByLabel('API key').fill(apiKey);
+    await page.getByLabel('API key').press('Tab');
+    await page.locator('#caption[data-state="done"]').waitFor(generation);
+    assert.equal(await alert.isHidden(), true);
+  });
+
+test('picking an image shows a preview and its caption', async () => {
+  await page.locator('#image-input').setInputFiles(shapes);
+  await page.getByAltText('The picked image, shapes-1.png').waitFor();
+  const caption = page.locator('#caption[data-state="done"]');
+  await caption.waitFor(generation);
+  const text = (await caption.innerText()).trim();
+  assert.ok(text.length > 0, 'empty caption');
+  assert.ok(!text.startsWith('('), `no real caption: ${text}`);
+  assert.match(await page.locator('#caption-timing').innerText(), /\d+ ms/);
+  assert.equal(await page.getByRole('alert').isHidden(), true);
+});
+
+test('a question gets a streamed answer in the chat list', async () => {
+  const box = page.getByLabel('Your question about the image');
+  await box.fill('what color is the star?');
+  await page.getByRole('button', { name: 'Ask' }).click();
+  const turn = page.locator('#chat li.turn').last();
+  assert.equal(await turn.locator('.question').innerText(), 'what color is the star?');
+  const answer = turn.locator('.answer[data-state="done"]');
+  await answer.waitFor(generation);
+  const text = (await answer.innerText()).trim();
+  assert.ok(text.length > 0 && text !== '(no answer)', `no answer: ${text}`);
+  const chunks = Number(await answer.getAttribute('data-chunks'));
+  assert.ok(chunks >= 1, 'the answer did not arrive through the stream');
+  assert.equal(await box.inputValue(), '', 'the question box should be cleared');
+});
+
+test('typed texts get match bars with the ITM probability and ITC cosine', async () => {
+  await page.getByLabel('Texts to score against the image, one per line').fill('a red star\na green triangle');
+  await page.getByRole('button', { name: 'Score' }).click();
+  const results = page.locator('#match-results[data-state="done"]');
+  await results.waitFor(generation);
+  const rows = results.locator('li.score');
+  assert.equal(await rows.count(), 2);
+  assert.equal(await rows.nth(0).locator('.score-text').innerText(), 'a red star');
+  for (let i = 0; i < 2; i += 1) {
+    const meters = rows.nth(i).getByRole('meter');
+    assert.equal(await meters.count(), 2);
+    const probability = await meters.nth(0).getAttribute('aria-label');
+    assert.match(probability, /^Match: \d+(\.\d)?%$/);
+    assert.match(await meters.nth(1).getAttribute('aria-label'), /^Similarity: -?\d\.\d{3}$/);
+  }
+  mkdirSync(artifacts, { recursive: true });
+  await page.screenshot({ path: join(artifacts, 'web.png'), fullPage: true });
+});
+
+test('the page raised no script errors', () => {
+  // 401s from the no-key step are logged by Chromium as failed resources, not script errors.
+  const scriptErrors = pageErrors.filter((e) => !/Failed to load resource/.test(e));
+  assert.deepEqual(scriptErrors, []);
+});
