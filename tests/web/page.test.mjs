@@ -1,7 +1,7 @@
 // The web page in a real browser: Debian's chromium, driven by playwright-core
 // (no downloaded browser). Picks examples/shapes-1.png, waits for the caption,
-// asks a question and waits for the streamed answer, scores typed texts, and
-// saves a screenshot to $BLIP2_ARTIFACTS/web.png. run.sh starts the server
+// asks a question and waits for the streamed answer, scores typed texts,
+// searches the index run.sh built, and saves a screenshot to $BLIP2_ARTIFACTS/web.png. run.sh starts the server
 // (with an API key) and passes BLIP2_URL, BLIP2_API_KEY, BLIP2_SOURCE_DIR.
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -113,6 +113,25 @@ test('typed texts get match bars with the ITM probability and ITC cosine', async
     assert.match(probability, /^Match: \d+(\.\d)?%$/);
     assert.match(await meters.nth(1).getAttribute('aria-label'), /^Similarity: -?\d\.\d{3}$/);
   }
+});
+
+test('the search box finds indexed images by text and by the picked image', async () => {
+  await page.getByRole('heading', { name: 'Search the collection' }).waitFor();
+  await page.getByLabel('Describe the images to find').fill('a red star');
+  await page.getByLabel('Number of results').fill('3');
+  await page.getByRole('button', { name: 'Search', exact: true }).click();
+  const results = page.locator('#search-results[data-state="done"]');
+  await results.waitFor(generation);
+  assert.equal(await results.locator('li').count(), 3);
+  assert.match(await results.locator('li .path').first().innerText(), /\.png$/);
+  assert.match(await results.locator('li').first().innerText(), /score -?\d\.\d{3}/);
+
+  await page.evaluate(() => { document.getElementById('search-results').dataset.state = ''; });
+  await page.getByRole('button', { name: 'Find images like the current one' }).click();
+  await results.waitFor(generation);
+  assert.equal(await results.locator('li').count(), 3);
+  assert.equal(await page.getByRole('alert').isHidden(), true);
+
   mkdirSync(artifacts, { recursive: true });
   await page.screenshot({ path: join(artifacts, 'web.png'), fullPage: true });
 });

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the Node-side tests of `blip2 serve` (tests/web/*.test.mjs): installs
 # the pinned npm packages from package-lock.json into tests/web/node_modules,
-# starts the server on a free loopback port with the bundled shapes models and
-# an API key, runs the tests, and stops the server.
+# indexes 8 rendered shapes images (for /v1/search), starts the server on a
+# free loopback port with the bundled shapes models, that index and an API key,
+# runs the tests, and stops the server.
 #
 #   tests/web/run.sh BLIP2_BINARY SOURCE_DIR ARTIFACT_DIR
 #
@@ -50,10 +51,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# A small collection for the search box: 8 rendered val-split scenes.
+"$BLIP2" shapes generate --out "$work/collection" --split val --count 8 >/dev/null \
+  || die "blip2 shapes generate failed"
+"$BLIP2" index build -m "$SRC/models/shapes/retrieval" --images "$work/collection" --out "$work/index" >/dev/null \
+  || die "blip2 index build failed"
+
 export BLIP2_API_KEY="web-test-$RANDOM$RANDOM"
 "$BLIP2" serve --host 127.0.0.1 --port 0 \
   -m "$SRC/models/shapes/opt" --retrieval-model "$SRC/models/shapes/retrieval" \
-  --web-root "$SRC/apps/server/web" >"$work/server.out" 2>"$work/server.log" &
+  --index "$work/index" --web-root "$SRC/apps/server/web" >"$work/server.out" 2>"$work/server.log" &
 server_pid=$!
 
 # The server prints `listening on http://HOST:PORT` once the models are loaded.

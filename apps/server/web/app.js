@@ -11,6 +11,7 @@ const state = {
   image: null,          // the picked image as a data: URI
   imageSerial: 0,       // bumps on every new image, so stale answers are dropped
   capabilities: { generate: false, retrieval: false, search: false },
+  model: 'blip2',       // the served model's id, from /health
   chatAbort: null,      // AbortController of the answer streaming now
 };
 
@@ -149,6 +150,7 @@ async function loadHealth() {
   try {
     const health = await requestJson('/health');
     state.capabilities = Object.assign(state.capabilities, health.capabilities || {});
+    if (health.model) state.model = health.model;
     const parts = [`Model: ${health.model || 'unknown'}`];
     const caps = state.capabilities;
     parts.push(caps.generate ? 'captions and questions' : 'no generation model');
@@ -281,7 +283,7 @@ async function ask(question) {
       method: 'POST',
       signal: controller.signal,
       body: {
-        model: 'blip2',
+        model: state.model,
         stream: true,
         max_tokens: maxTokens(),
         messages: [{
