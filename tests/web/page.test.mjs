@@ -99,20 +99,26 @@ test('a question gets a streamed answer in the chat list', async () => {
 });
 
 test('typed texts get match bars with the ITM probability and ITC cosine', async () => {
-  await page.getByLabel('Texts to score against the image, one per line').fill('a red star\na green triangle');
+  // The first text is the bundled model's own caption of shapes-1.png, the second is false.
+  const truth = 'a small blue triangle to the right of a small purple star';
+  await page.getByLabel('Texts to score against the image, one per line').fill(`${truth}\na red star`);
   await page.getByRole('button', { name: 'Score' }).click();
   const results = page.locator('#match-results[data-state="done"]');
   await results.waitFor(generation);
   const rows = results.locator('li.score');
   assert.equal(await rows.count(), 2);
-  assert.equal(await rows.nth(0).locator('.score-text').innerText(), 'a red star');
+  assert.equal(await rows.nth(0).locator('.score-text').innerText(), truth);
+  assert.equal(await rows.nth(1).locator('.score-text').innerText(), 'a red star');
+  const percent = [];
   for (let i = 0; i < 2; i += 1) {
     const meters = rows.nth(i).getByRole('meter');
     assert.equal(await meters.count(), 2);
-    const probability = await meters.nth(0).getAttribute('aria-label');
-    assert.match(probability, /^Match: \d+(\.\d)?%$/);
+    const match = (await meters.nth(0).getAttribute('aria-label')).match(/^Match: (\d+(?:\.\d)?)%$/);
+    assert.ok(match, 'the match bar should be labelled with its percentage');
+    percent.push(Number(match[1]));
     assert.match(await meters.nth(1).getAttribute('aria-label'), /^Similarity: -?\d\.\d{3}$/);
   }
+  assert.ok(percent[0] > 50 && percent[1] < 50, `true text ${percent[0]}%, false text ${percent[1]}%`);
 });
 
 test('the search box finds indexed images by text and by the picked image', async () => {

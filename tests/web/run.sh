@@ -37,6 +37,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 fi
 
 mkdir -p "$ARTIFACTS"
+ARTIFACTS="$(cd "$ARTIFACTS" && pwd)"
 work="$(mktemp -d "${TMPDIR:-/tmp}/blip2-web.XXXXXX")"
 server_pid=""
 cleanup() {
