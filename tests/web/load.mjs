@@ -86,6 +86,16 @@ function startServer(opts) {
   return { url, stop, args };
 }
 
+// The vector extensions of the CPU that matter to libtorch/OpenBLAS, from /proc/cpuinfo.
+function cpuFlags() {
+  try {
+    const flags = readFileSync('/proc/cpuinfo', 'utf8').match(/^flags\s*:(.*)$/m)[1].trim().split(/\s+/);
+    return ['avx2', 'fma', 'avx512f', 'avx512_bf16'].filter((f) => flags.includes(f)).join(' ') || 'no AVX2';
+  } catch (_) {
+    return 'flags unknown';
+  }
+}
+
 const questions = ['what color is the star?', 'what shape is blue?', 'how many shapes are there?'];
 
 function percentile(sorted, p) {
@@ -129,6 +139,8 @@ async function main() {
       await r.json();
     }
     const before = batchStats(await metrics());
+    // Other processes on the machine skew every number: say how busy it was.
+    const loadBefore = os.loadavg()[0].toFixed(2);
     const results = [];  // {route, ms, ok, status, message}
     const t0 = performance.now();
     const stopAt = t0 + opts.seconds * 1000;
@@ -173,8 +185,9 @@ async function main() {
       mean_batch: before && after && after.count > before.count
         ? Number(((after.sum - before.sum) / (after.count - before.count)).toFixed(2)) : null,
       first_errors: [...new Set(results.filter((r) => !r.ok).map((r) => `${r.status} ${r.message}`))].slice(0, 5),
-      machine: `${os.cpus()[0].model}, ${os.cpus().length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, `
-        + `${os.type()} ${os.release()}, node ${process.version}`,
+      machine: `${os.cpus()[0].model} (${cpuFlags()}), ${os.cpus().length} cores, `
+        + `${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}, node ${process.version}`,
+      load_average_before: loadBefore,
     };
     for (const route of opts.routes) report.routes[route] = summarize(results.filter((r) => r.route === route));
 
@@ -191,7 +204,7 @@ async function main() {
       }
       if (report.mean_batch !== null) console.log(`mean batch size (from /metrics): ${report.mean_batch}`);
       for (const e of report.first_errors) console.log(`error: ${e}`);
-      console.log(`machine: ${report.machine}`);
+      console.log(`machine: ${report.machine}; 1-min load average before the run: ${report.load_average_before}`);
     }
     process.exitCode = report.all.errors > 0 ? 1 : 0;
   } finally {
