@@ -71,6 +71,27 @@ test('without the API key the page says so in plain words', { skip: !apiKey && '
     assert.equal(await alert.isHidden(), true);
   });
 
+test('a text file is turned away by the page before it reaches the server', async () => {
+  await page.locator('#image-input').setInputFiles({
+    name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('hello'),
+  });
+  const alert = page.getByRole('alert');
+  await alert.waitFor();
+  assert.equal(await alert.locator('#error-text').innerText(),
+    '"notes.txt" is not an image; the server reads PNG, JPEG and WebP images.');
+});
+
+test('a corrupt image gets the server\'s refusal in plain words', async () => {
+  await page.locator('#image-input').setInputFiles({
+    name: 'broken.png', mimeType: 'image/png', buffer: Buffer.from('this is not a PNG file at all'),
+  });
+  const alert = page.getByRole('alert');
+  await alert.waitFor();
+  const text = await alert.innerText();
+  assert.match(text, /^The server could not use this request\. \(The server said: .+\)/);
+  assert.equal(await page.locator('#caption').getAttribute('data-state'), 'error');
+});
+
 test('picking an image shows a preview and its caption', async () => {
   await page.locator('#image-input').setInputFiles(shapes);
   await page.getByAltText('The picked image, shapes-1.png').waitFor();

@@ -191,8 +191,10 @@ function readAsDataUri(file) {
 async function useFile(file) {
   if (!file) return;
   clearError();
-  if (!file.type.startsWith('image/')) {
-    showError(new ApiError(`"${file.name}" is not an image. Pick a PNG, JPEG or WebP file.`, 0));
+  // The server reads PNG, JPEG and WebP; an unknown type is left for it to judge.
+  if (file.type && !['image/png', 'image/jpeg', 'image/webp'].includes(file.type)) {
+    const what = file.type.startsWith('image/') ? `a ${file.type.slice(6).toUpperCase()} image` : 'not an image';
+    showError(new ApiError(`"${file.name}" is ${what}; the server reads PNG, JPEG and WebP images.`, 0));
     return;
   }
   let uri;
