@@ -15,6 +15,9 @@ install(DIRECTORY ${PROJECT_SOURCE_DIR}/blip2/ DESTINATION ${CMAKE_INSTALL_INCLU
         FILES_MATCHING PATTERN "*.h")
 # resolve_model_dir looks in <prefix>/share/blip2/models/shapes/opt.
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/models/ DESTINATION ${CMAKE_INSTALL_DATADIR}/blip2/models)
+# blip2 serve's default --web-root: <prefix>/share/blip2/web.
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/apps/server/web/ DESTINATION ${CMAKE_INSTALL_DATADIR}/blip2/web
+        PATTERN "node_modules" EXCLUDE)
 
 list(JOIN BLIP2_PKG_MODULES " " BLIP2_PKG_MODULES_STR)
 set(BLIP2_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/blip2)

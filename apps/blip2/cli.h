@@ -93,5 +93,6 @@ void add_eval_commands(Registry& r);       // eval caption|vqa|retrieval
 void add_shapes_commands(Registry& r);     // shapes generate|corpus, pretrain lm|vit, eval text-vqa
 void add_bench_commands(Registry& r);      // bench
 void add_search_commands(Registry& r);     // index build|update|info|bench, search
+void add_serve_commands(Registry& r);      // serve (apps/server)
 
 }  // namespace blip2::cli

@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   blip2::cli::add_shapes_commands(registry);
   blip2::cli::add_bench_commands(registry);
   blip2::cli::add_search_commands(registry);
+  blip2::cli::add_serve_commands(registry);
 
   // A first word that is not a flag must name a command (CLI11 would only say
   // that a subcommand is required).

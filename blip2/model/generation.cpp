@@ -88,6 +88,18 @@ struct Processors {
   }
 };
 
+// Tells the callback each unfinished row's new token; (N,) 1 where it asked to stop.
+torch::Tensor report_step(const TokenCallback& on_tokens, const torch::Tensor& next, const torch::Tensor& unfinished) {
+  auto tokens = next.to(torch::kCPU).contiguous(), open = unfinished.to(torch::kCPU).contiguous();
+  auto stopped = torch::zeros_like(open);
+  const int64_t* t = tokens.data_ptr<int64_t>();
+  const int64_t* u = open.data_ptr<int64_t>();
+  int64_t* s = stopped.data_ptr<int64_t>();
+  for (int64_t r = 0; r < tokens.size(0); ++r)
+    if (u[r] != 0 && !on_tokens(r, {t[r]})) s[r] = 1;
+  return stopped;
+}
+
 GenerationOutput greedy_or_sample(LanguageModel& lm, const torch::Tensor& embeds, const torch::Tensor& mask,
                                   const GenerationConfig& cfg, int64_t eos, int64_t pad) {
   const int64_t R = cfg.do_sample ? cfg.num_return_sequences : 1;
@@ -120,7 +132,10 @@ GenerationOutput greedy_or_sample(LanguageModel& lm, const torch::Tensor& embeds
     }
     next = next * unfinished + pad * (1 - unfinished);
     ids = torch::cat({ids, next.unsqueeze(1)}, 1);
+    torch::Tensor stopped;
+    if (cfg.on_tokens) stopped = report_step(cfg.on_tokens, next, unfinished);
     unfinished = unfinished * (next != eos).to(torch::kLong);
+    if (stopped.defined()) unfinished = unfinished * (1 - stopped.to(unfinished.device()));
     if (unfinished.max().item<int64_t>() == 0 || t + 1 == cfg.max_new_tokens) break;
     logits = lm.step(*state, next);
   }
@@ -189,13 +204,23 @@ GenerationOutput beam_search(LanguageModel& lm, const torch::Tensor& embeds, con
   beam_scores.slice(1, 1, K).fill_(-1e9);
   beam_scores = beam_scores.view({-1});
   std::vector<BeamHyps> hyps(B, BeamHyps{K, cfg.length_penalty, cfg.early_stopping, max_length, {}, 1e9});
-  std::vector<bool> done(B, false);
+  std::vector<bool> done(B, false), cancelled(B, false);
   Processors proc{cfg, eos, prompt_len};
+  const int64_t R = cfg.num_return_sequences;
 
   torch::Tensor logits;
   auto state = lm.start(e, m, &logits);
   int64_t cur_len = prompt_len;
   while (true) {
+    if (cfg.on_tokens) {  // an input stops when every one of its rows asks
+      for (int64_t b = 0; b < B; ++b) {
+        if (done[b]) continue;
+        bool wanted = false;
+        for (int64_t j = 0; j < R; ++j) wanted = cfg.on_tokens(b * R + j, {}) || wanted;
+        if (!wanted) done[b] = cancelled[b] = true;
+      }
+      if (std::all_of(done.begin(), done.end(), [](bool d) { return d; })) break;
+    }
     auto ids_t = torch::empty({B * K, cur_len}, lo);
     for (int64_t r = 0; r < B * K; ++r)
       for (int64_t j = 0; j < cur_len; ++j) ids_t[r][j] = seqs[r][j];
@@ -259,14 +284,13 @@ GenerationOutput beam_search(LanguageModel& lm, const torch::Tensor& embeds, con
 
   // Finalize: open beams of unfinished rows become hypotheses.
   for (int64_t b = 0; b < B; ++b) {
-    if (done[b]) continue;
+    if (done[b] && !cancelled[b]) continue;
     for (int64_t k = 0; k < K; ++k) {
       const int64_t r = b * K + k;
       hyps[b].add(seqs[r], static_cast<double>(beam_scores[r].item<float>()),
                   static_cast<int64_t>(seqs[r].size()) - prompt_len);
     }
   }
-  const int64_t R = cfg.num_return_sequences;
   std::vector<std::vector<int64_t>> best;
   std::vector<float> best_scores;
   for (int64_t b = 0; b < B; ++b) {
@@ -289,6 +313,14 @@ GenerationOutput beam_search(LanguageModel& lm, const torch::Tensor& embeds, con
   for (size_t i = 0; i < best.size(); ++i) {
     for (size_t j = 0; j < best[i].size(); ++j) seq[i][j] = best[i][j];
     if (static_cast<int64_t>(best[i].size()) < width) seq[i][best[i].size()] = eos;
+  }
+  if (cfg.on_tokens) {
+    for (size_t i = 0; i < best.size(); ++i) {
+      if (cancelled[static_cast<int64_t>(i) / R]) continue;
+      std::vector<int64_t> tokens(best[i].begin() + prompt_len, best[i].end());
+      if (static_cast<int64_t>(best[i].size()) < width) tokens.push_back(eos);
+      cfg.on_tokens(static_cast<int64_t>(i), tokens);
+    }
   }
   GenerationOutput out;
   out.sequences = seq.to(embeds.device());

@@ -4,11 +4,22 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace blip2 {
+
+// Streaming: told the tokens of output row `row` that became final in a
+// step (rows in the order of the result: input i's j-th sequence is row
+// i * num_return_sequences + j). Greedy and sampling report each row's new
+// token every step (EOS included, nothing after it); beam search reports an
+// empty list every step and each row's whole chosen sequence (without the
+// decoder prefix) at the end, since beams are re-ranked until then. Returning
+// false stops that row: greedy/sampling pad it from there; beam search stops
+// an input once all of its rows asked (its result is then not meaningful).
+using TokenCallback = std::function<bool(int64_t row, const std::vector<int64_t>& tokens)>;
 
 enum class EarlyStopping { kHeuristic /* HF False */, kFirst /* True */, kNever /* "never" */ };
 
@@ -29,6 +40,7 @@ struct GenerationConfig {
   double repetition_penalty = 1.0;
   int64_t no_repeat_ngram_size = 0;
   bool output_logits = false;  // keep the raw logits of every step (greedy/sampling)
+  TokenCallback on_tokens;     // unset: no streaming, no cost
 
   // Throws ConfigError naming the option on impossible values.
   void validate() const;
