@@ -65,14 +65,24 @@ test('chat.completions.create answers the same with and without streaming', asyn
   assert.equal(finish, whole.choices[0].finish_reason);
 });
 
-test('chat.completions.create with an empty question writes a caption', async () => {
+test('an image without a question streams its caption token by token', async () => {
   const models = await client.models.list();
-  const whole = await client.chat.completions.create({
+  const request = {
     model: models.data[0].id,
     messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: image } }] }],
-    max_tokens: 20,
-  });
-  assert.ok(whole.choices[0].message.content.trim().length > 0);
+    max_tokens: 30,
+    temperature: 0,  // greedy streams token by token; beam search (the default) only knows its text at the end
+  };
+  const whole = await client.chat.completions.create(request);
+  const caption = whole.choices[0].message.content;
+  assert.ok(caption.trim().split(/\s+/).length >= 2, `expected a caption of several words, got ${JSON.stringify(caption)}`);
+  const pieces = [];
+  for await (const chunk of await client.chat.completions.create({ ...request, stream: true })) {
+    const text = chunk.choices[0] && chunk.choices[0].delta.content;
+    if (text) pieces.push(text);
+  }
+  assert.ok(pieces.length >= 2, `the caption came in ${pieces.length} piece(s), not streamed`);
+  assert.equal(pieces.join(''), caption);
 });
 
 test('a wrong API key is refused with the client\'s AuthenticationError',

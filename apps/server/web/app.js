@@ -288,6 +288,8 @@ async function ask(question) {
         model: state.model,
         stream: true,
         max_tokens: maxTokens(),
+        // Greedy decoding streams token by token; beam search only knows its text at the end.
+        ...($('beams').checked ? { num_beams: 5 } : { temperature: 0 }),
         messages: [{
           role: 'user',
           content: [
