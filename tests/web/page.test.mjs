@@ -5,6 +5,7 @@
 // (with an API key) and passes BLIP2_URL, BLIP2_API_KEY, BLIP2_SOURCE_DIR.
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -163,6 +164,27 @@ test('the search box finds indexed images by text and by the picked image', asyn
 
   mkdirSync(artifacts, { recursive: true });
   await page.screenshot({ path: join(artifacts, 'web.png'), fullPage: true });
+});
+
+test('the filled-in page passes axe-core\'s WCAG 2 A and AA checks, light and dark', async () => {
+  const axe = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
+  await page.addScriptTag({ path: axe });
+  for (const colorScheme of ['light', 'dark']) {
+    await page.emulateMedia({ colorScheme });
+    const { violations, passes } = await page.evaluate(async () => {
+      const result = await window.axe.run(document, { runOnly: ['wcag2a', 'wcag2aa'] });
+      return {
+        passes: result.passes.length,
+        violations: result.violations.map((v) => `${v.id} (${v.impact}): ${v.help} at `
+          + v.nodes.map((n) => n.target.join(' ')).join(', ')),
+      };
+    });
+    assert.deepEqual(violations, [], `${colorScheme} scheme`);
+    assert.ok(passes >= 10, `axe ran only ${passes} passing checks`);
+  }
+  await page.emulateMedia({ colorScheme: 'dark' });
+  await page.screenshot({ path: join(artifacts, 'web-dark.png'), fullPage: true });
+  await page.emulateMedia({ colorScheme: 'light' });
 });
 
 test('the page raised no script errors', () => {
