@@ -78,7 +78,10 @@ echo "web tests: server at $url"
 export BLIP2_URL="$url" BLIP2_SOURCE_DIR="$SRC" BLIP2_ARTIFACTS="$ARTIFACTS" CHROMIUM
 cd "$HERE"
 status=0
-node --test --test-concurrency=1 openai_client.test.mjs page.test.mjs || status=$?
+# One file at a time (node 18's --test has no --test-concurrency): the openai client, then the page.
+for t in openai_client.test.mjs page.test.mjs; do
+  node --test "$t" || status=1
+done
 if [ "$status" -ne 0 ]; then
   echo "--- server stderr (last 40 lines) ---" >&2
   tail -n 40 "$work/server.log" >&2 || true
