@@ -4,7 +4,7 @@
 // searches the index run.sh built, and saves a screenshot to $BLIP2_ARTIFACTS/web.png. run.sh starts the server
 // (with an API key) and passes BLIP2_URL, BLIP2_API_KEY, BLIP2_SOURCE_DIR.
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -91,6 +91,21 @@ test('a corrupt image gets the server\'s refusal in plain words', async () => {
   const text = await alert.innerText();
   assert.match(text, /^The server could not use this request\. \(The server said: .+\)/);
   assert.equal(await page.locator('#caption').getAttribute('data-state'), 'error');
+});
+
+test('dropping an image on the drop zone captions it', async () => {
+  const dataTransfer = await page.evaluateHandle((base64) => {
+    const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+    const transfer = new DataTransfer();
+    transfer.items.add(new File([bytes], 'dropped.png', { type: 'image/png' }));
+    return transfer;
+  }, readFileSync(shapes).toString('base64'));
+  await page.dispatchEvent('#drop-zone', 'dragover', { dataTransfer });
+  await page.dispatchEvent('#drop-zone', 'drop', { dataTransfer });
+  await page.getByAltText('The picked image, dropped.png').waitFor();
+  await page.locator('#caption[data-state="done"]').waitFor(generation);
+  assert.match(await page.locator('#image-name').innerText(), /^dropped\.png · /);
+  assert.equal(await page.getByRole('alert').isHidden(), true);
 });
 
 test('picking an image shows a preview and its caption', async () => {
