@@ -89,18 +89,8 @@ std::vector<TextResult> Pipeline::generate_with_qformer_text(const std::vector<I
   const bool decoder_only = !lm.is_encoder_decoder();
   const int64_t B = static_cast<int64_t>(images.size());
   const int64_t pad = s.tokenizer->pad_id().value_or(lm.pad_token_id());
-  torch::Tensor ids, mask;
-  bool any_prompt = false;
-  for (const auto& p : prompts) any_prompt = any_prompt || !p.empty();
-  if (any_prompt || !decoder_only) {
-    std::vector<std::vector<int64_t>> rows;
-    size_t longest = 0;
-    for (int64_t b = 0; b < B; ++b) {
-      const std::string& p = prompts.empty() ? std::string() : prompts[static_cast<size_t>(b)];
-      auto r = (p.empty() && !decoder_only) ? std::vector<int64_t>{} : s.tokenizer->encode(p, true);
-      longest = std::max(longest, r.size());
-      rows.push_back(std::move(r));
-    }
+  // Query tokens + prompt + new tokens must fit the LM's context (with or without a prompt).
+  auto check_context = [&](size_t longest) {
     if (const auto ctx = lm.context_length()) {
       const int64_t q = config().num_query_tokens, room = *ctx - q;
       if (generation.max_new_tokens >= room)
@@ -114,9 +104,25 @@ std::vector<TextResult> Pipeline::generate_with_qformer_text(const std::vector<I
                          " at most " + std::to_string(limit) +
                          " fit the language model's context; shorten the prompt or lower --max-new-tokens");
     }
+  };
+  torch::Tensor ids, mask;
+  bool any_prompt = false;
+  for (const auto& p : prompts) any_prompt = any_prompt || !p.empty();
+  if (any_prompt || !decoder_only) {
+    std::vector<std::vector<int64_t>> rows;
+    size_t longest = 0;
+    for (int64_t b = 0; b < B; ++b) {
+      const std::string& p = prompts.empty() ? std::string() : prompts[static_cast<size_t>(b)];
+      auto r = (p.empty() && !decoder_only) ? std::vector<int64_t>{} : s.tokenizer->encode(p, true);
+      longest = std::max(longest, r.size());
+      rows.push_back(std::move(r));
+    }
+    check_context(longest);
     std::tie(ids, mask) = pad_batch(rows, pad, /*left_pad=*/decoder_only, /*allow_empty=*/true);
     ids = ids.to(s.runtime.device);
     mask = mask.to(s.runtime.device);
+  } else {
+    check_context(1);  // BOS
   }
   torch::Tensor qids, qmask;
   if (!qformer_texts.empty() && s.qformer_tokenizer) {

@@ -27,7 +27,8 @@ struct ChatRequest {
   bool stream = false, include_usage = false;
 };
 
-std::string part_text(const json& part, const std::string& where, ChatRequest& r, int& images) {
+std::string part_text(const json& part, const std::string& where, ChatRequest& r, int& images,
+                      const DecodeOptions& decode) {
   if (!part.is_object() || !part.contains("type") || !part["type"].is_string())
     throw ApiError(400, where + " must be an object with a string 'type' (\"text\" or \"image_url\")");
   const std::string type = part["type"];
@@ -40,11 +41,11 @@ std::string part_text(const json& part, const std::string& where, ChatRequest& r
   const json& iu = part.contains("image_url") ? part["image_url"] : json();
   const json& url = iu.is_object() && iu.contains("url") ? iu["url"] : iu;
   if (!url.is_string()) throw ApiError(400, where + ".image_url must be {\"url\": \"data:image/...;base64,...\"}");
-  if (++images == 1) r.image = decode_image_field(url.get<std::string>(), where + ".image_url.url");
+  if (++images == 1) r.image = decode_image_field(url.get<std::string>(), where + ".image_url.url", decode);
   return "";
 }
 
-ChatRequest parse_chat(const Fields& f, int max_chars) {
+ChatRequest parse_chat(const Fields& f, int max_chars, const DecodeOptions& decode) {
   f.allow_only(kChatFields, "/v1/chat/completions");
   ChatRequest r;
   if (!f.has("messages") || !f.json["messages"].is_array() || f.json["messages"].empty())
@@ -66,7 +67,7 @@ ChatRequest parse_chat(const Fields& f, int max_chars) {
       text = content;
     } else if (content.is_array()) {
       for (size_t j = 0; j < content.size(); ++j) {
-        const std::string t = part_text(content[j], where + ".content[" + std::to_string(j) + "]", r, images);
+        const std::string t = part_text(content[j], where + ".content[" + std::to_string(j) + "]", r, images, decode);
         if (!t.empty()) text += (text.empty() ? "" : " ") + t;
       }
     } else if (!(content.is_null() && role == "assistant")) {
@@ -232,7 +233,7 @@ void add_chat_routes(httplib::Server& http, Service& s) {
             [&s](const httplib::Request& req, httplib::Response& res, const std::shared_ptr<InFlight>& in_flight) {
               const Fields f = read_fields(req);
               if (f.multipart) throw ApiError(415, "/v1/chat/completions takes application/json");
-              ChatRequest chat = parse_chat(f, s.options.max_prompt_chars);
+              ChatRequest chat = parse_chat(f, s.options.max_prompt_chars, s.decode_options());
               auto job = std::make_shared<Job>();
               job->kind = chat.question.empty() ? JobKind::kCaption : JobKind::kAnswer;
               job->text = chat.question;

@@ -31,7 +31,7 @@ void add_generation_routes(httplib::Server& http, Service& s) {
     job->kind = JobKind::kCaption;
     job->text = bounded_text(f.text("prompt").value_or(""), "field 'prompt'", s.options.max_prompt_chars);
     job->config = generation_options(f, Pipeline::caption_defaults(), "max_tokens");
-    job->image = image_of(f);
+    job->image = image_of(f, s.decode_options());
     run_job(s, job);
     send_json(res, text_result(*job));
   });
@@ -47,7 +47,7 @@ void add_generation_routes(httplib::Server& http, Service& s) {
       throw ApiError(400, "field 'question' is required and must not be empty (for a caption use /v1/caption)");
     job->text = bounded_text(*q, "field 'question'", s.options.max_prompt_chars);
     job->config = generation_options(f, Pipeline::vqa_defaults(), "max_tokens");
-    job->image = image_of(f);
+    job->image = image_of(f, s.decode_options());
     run_job(s, job);
     send_json(res, text_result(*job));
   });

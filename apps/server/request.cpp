@@ -178,7 +178,7 @@ std::string decode_base64(const std::string& text, const std::string& what) {
   return out;
 }
 
-Image decode_image_field(const std::string& value, const std::string& field) {
+Image decode_image_field(const std::string& value, const std::string& field, const DecodeOptions& decode) {
   const std::string what = "field '" + field + "'";
   std::string payload = value;
   if (value.rfind("http://", 0) == 0 || value.rfind("https://", 0) == 0)
@@ -194,24 +194,24 @@ Image decode_image_field(const std::string& value, const std::string& field) {
   if (payload.empty()) throw ApiError(400, what + " is empty; send a PNG, JPEG or WebP image");
   const std::string bytes = decode_base64(payload, what);
   try {
-    return decode_image(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), field);
+    return decode_image(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), field, decode);
   } catch (const Error& e) {
     throw ApiError(400, e.what());
   }
 }
 
-Image image_of(const Fields& f) {
+Image image_of(const Fields& f, const DecodeOptions& decode) {
   if (f.image_bytes) {
     try {
       return decode_image(reinterpret_cast<const uint8_t*>(f.image_bytes->data()), f.image_bytes->size(),
-                          "upload");
+                          "upload", decode);
     } catch (const Error& e) {
       throw ApiError(400, e.what());
     }
   }
   auto v = f.text("image");
   if (!v) throw ApiError(400, "field 'image' is required: a base64 image or data URI (or a multipart file 'image')");
-  return decode_image_field(*v, "image");
+  return decode_image_field(*v, "image", decode);
 }
 
 GenerationConfig generation_options(const Fields& f, GenerationConfig g, const std::string& max_tokens_key) {

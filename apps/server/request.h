@@ -58,9 +58,9 @@ std::string decode_base64(const std::string& text, const std::string& what);
 // An image given as base64 or a data:image/...;base64, URI. http(s) URLs are
 // refused (the server fetches nothing); undecodable images give 400.
 // `field` is the field's path in the request ("image", "messages[0].content[1].image_url.url").
-Image decode_image_field(const std::string& value, const std::string& field);
+Image decode_image_field(const std::string& value, const std::string& field, const DecodeOptions& decode = {});
 // The image of a native request: the multipart file or the JSON field "image".
-Image image_of(const Fields& f);
+Image image_of(const Fields& f, const DecodeOptions& decode = {});
 
 // The generation options of native requests and chat completions applied
 // onto the library's defaults: max_tokens, num_beams, temperature (> 0

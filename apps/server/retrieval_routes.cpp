@@ -46,7 +46,7 @@ void add_retrieval_routes(httplib::Server& http, Service& s) {
     const bool image = has_image(f);
     if (image == f.has("text")) throw ApiError(400, "give exactly one of the fields 'image' and 'text'");
     if (image) {
-      Image img = image_of(f);
+      Image img = image_of(f, s.decode_options());
       auto lock = compute_lock(s, t0);
       auto e = p.image_embedding(img);  // (Q, E)
       json rows = json::array();
@@ -83,7 +83,7 @@ void add_retrieval_routes(httplib::Server& http, Service& s) {
                               std::to_string(texts.size()));
     for (size_t i = 0; i < texts.size(); ++i)
       bounded_text(texts[i], "texts[" + std::to_string(i) + "]", s.options.max_prompt_chars);
-    Image img = image_of(f);
+    Image img = image_of(f, s.decode_options());
     auto lock = compute_lock(s, t0);
     json results = json::array();
     for (const auto& t : texts)
@@ -102,7 +102,7 @@ void add_retrieval_routes(httplib::Server& http, Service& s) {
     if (auto k = f.integer("k", 1, 1000)) o.k = *k;
     std::vector<search::SearchHit> hits;
     if (image) {
-      Image img = image_of(f);
+      Image img = image_of(f, s.decode_options());
       auto lock = compute_lock(s, t0);
       hits = s.collection->search(img, o);
     } else {

@@ -168,7 +168,12 @@ void Scheduler::execute_one_batch(const std::vector<std::shared_ptr<Job>>& batch
   const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
   const auto [eos, pad] = eos_and_pad(pipeline_);
   int64_t tokens = 0;
-  for (const auto& r : results) tokens += generated_tokens(r, eos, pad);
+  for (auto& r : results) {
+    const int64_t n = generated_tokens(r, eos, pad);
+    tokens += n;
+    // A row's own tokens: the batch pads shorter rows to its longest.
+    r.token_ids.resize(std::min(r.token_ids.size(), static_cast<size_t>(n + 1)));
+  }
   metrics_.batch(static_cast<int64_t>(batch.size()), tokens, seconds);
   for (size_t i = 0; i < batch.size(); ++i) {
     auto& job = *batch[i];

@@ -42,7 +42,7 @@ struct Job {
   Clock::time_point enqueued, started, finished;
 
   // Set once by the worker, then `done`.
-  std::vector<TextResult> results;  // n of them
+  std::vector<TextResult> results;  // n of them; token_ids without the batch's padding
   int error_status = 0;             // 0 ok, else HTTP status
   std::string error;
 

@@ -26,6 +26,7 @@ struct ServerOptions {
   double max_body_mb = 20;          // request bodies above are refused with 413
   int max_prompt_chars = 4000;      // prompt / question / text length (400 above)
   int max_texts = 64;               // texts of one /v1/match
+  int64_t max_image_pixels = 4096LL * 4096;  // decoded image size (checked from the header; 400 above)
   std::string web_root;             // "" : default_web_root()
 };
 

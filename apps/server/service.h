@@ -37,6 +37,7 @@ struct Service {
   std::atomic<uint64_t> ids{0};
   std::set<std::string> routes;  // registered paths (another method on one of them is 405)
 
+  DecodeOptions decode_options() const { return DecodeOptions{options.max_image_pixels}; }
   bool can_generate() const { return generator && generator->has_language_model(); }
   Clock::time_point deadline_from(Clock::time_point t) const {
     return t + std::chrono::milliseconds(static_cast<int64_t>(options.timeout_s * 1000));

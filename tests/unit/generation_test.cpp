@@ -196,6 +196,62 @@ TEST(GenerationTest, SamplingIsReproducibleBySeedAndTopKOneIsGreedy) {
   EXPECT_EQ(row(greedy_like, 1), (std::vector<int64_t>{1, 2, 3, 1, 2, 3, 1, 2}));
 }
 
+TEST(GenerationTest, TokenCallbackSeesEachGreedyStepAndCanStopARow) {
+  auto lm = chain();
+  GenerationConfig g;
+  g.num_beams = 1;
+  g.max_new_tokens = 6;
+  g.repetition_penalty = 2.0;  // 1 2 3 4 EOS
+  std::vector<std::vector<int64_t>> seen(2);
+  g.on_tokens = [&seen](int64_t r, const std::vector<int64_t>& tokens) {
+    EXPECT_EQ(tokens.size(), 1u);
+    seen[static_cast<size_t>(r)].push_back(tokens[0]);
+    return !(r == 1 && seen[1].size() == 2);  // row 1 asks to stop after two tokens
+  };
+  auto out = generate(lm, prompt(2), mask(2), g, kEos, kPad);
+  EXPECT_EQ(seen[0], (std::vector<int64_t>{1, 2, 3, 4, 5}));  // EOS reported, nothing after it
+  EXPECT_EQ(row(out.sequences, 0), (std::vector<int64_t>{1, 2, 3, 4, 5}));
+  EXPECT_EQ(seen[1], (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(row(out.sequences, 1), (std::vector<int64_t>{1, 2, kPad, kPad, kPad}));
+}
+
+TEST(GenerationTest, BeamCallbackGetsTheChosenSequencesOnceAndSameOutput) {
+  auto lm = chain();
+  GenerationConfig g;
+  g.num_beams = 3;
+  g.num_return_sequences = 2;
+  g.max_new_tokens = 5;
+  const auto plain = generate(lm, prompt(2), mask(2), g, kEos, kPad).sequences;
+  std::vector<std::vector<int64_t>> final_tokens(4);
+  int polls = 0;
+  g.on_tokens = [&](int64_t r, const std::vector<int64_t>& tokens) {
+    if (tokens.empty()) {
+      ++polls;
+    } else {
+      EXPECT_TRUE(final_tokens[static_cast<size_t>(r)].empty()) << "row " << r << " reported twice";
+      final_tokens[static_cast<size_t>(r)] = tokens;
+    }
+    return true;
+  };
+  const auto streamed = generate(lm, prompt(2), mask(2), g, kEos, kPad).sequences;
+  EXPECT_TRUE(torch::equal(plain, streamed));
+  EXPECT_GT(polls, 0);
+  for (int64_t r = 0; r < 4; ++r) {
+    auto seq = row(streamed, r);
+    while (!seq.empty() && seq.back() == kPad) seq.pop_back();
+    EXPECT_EQ(final_tokens[static_cast<size_t>(r)], seq) << "row " << r;
+  }
+  // An input whose rows all ask to stop ends early; the other is unchanged.
+  g.on_tokens = [](int64_t r, const std::vector<int64_t>&) { return r >= 2; };
+  const auto half = generate(lm, prompt(2), mask(2), g, kEos, kPad).sequences;
+  auto trimmed = [](std::vector<int64_t> v) {
+    while (!v.empty() && v.back() == kPad) v.pop_back();
+    return v;
+  };
+  EXPECT_EQ(trimmed(row(half, 2)), trimmed(row(plain, 2)));
+  EXPECT_EQ(trimmed(row(half, 3)), trimmed(row(plain, 3)));
+}
+
 TEST(GenerationTest, TopPKeepsTheSmallestSetAboveTheMass) {
   // First-token logits give probabilities ~ (0, .64, .24, .09, .03, 0): top_p 0.5 keeps only token 1.
   auto lm = BigramLm({-50, 3, 2, 1, 0, -50}, std::vector<std::vector<float>>(kV, std::vector<float>(kV, 0)));
