@@ -194,6 +194,36 @@ TEST_F(ServerTest, SearchWithoutAnIndexSaysHowToGetOne) {
   EXPECT_HAS(error_of("/v1/search", {{"text", "a circle"}}, 400), "--index");
 }
 
+TEST_F(ServerTest, SearchRanksAnIndexedCollectionByTextAndByImage) {
+  test::TempDir images, index;
+  for (int i = 0; i < 3; ++i)
+    std::ofstream(images.file("s" + std::to_string(i) + ".png"), std::ios::binary) << png_bytes(80 + i);
+  auto built = test::run_cli("index build --threads 1 --model " + test::q(test::bundled_model("retrieval")) +
+                             " --images " + test::q(images.path()) + " --out " + test::q(index.file("idx")));
+  ASSERT_EQ(built.code, 0) << built.err;
+  // No --retrieval-model: the index names the model it was built with.
+  ServerProcess s({"-m", test::bundled_model("opt"), "--index", index.file("idx"), "--threads", "1"});
+  ASSERT_TRUE(s.ready()) << s.stderr_text();
+  auto health = s.client().Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(json::parse(health->body)["capabilities"]["search"], true);
+  auto r = s.client().Post("/v1/search", json{{"text", "a shape"}, {"k", 2}}.dump(), "application/json");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  json j = json::parse(r->body);
+  ASSERT_EQ(j["results"].size(), 2u);
+  EXPECT_GE(j["results"][0]["score"].get<double>(), j["results"][1]["score"].get<double>());
+  EXPECT_TRUE(j["results"][0]["itm_probability"].is_number());
+  // By image: the image itself comes first.
+  r = s.client().Post("/v1/search", json{{"image", data_uri(png_bytes(81))}}.dump(), "application/json");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  j = json::parse(r->body);
+  ASSERT_EQ(j["results"].size(), 3u);
+  EXPECT_NE(j["results"][0]["path"].get<std::string>().find("s1.png"), std::string::npos) << j.dump();
+  EXPECT_TRUE(j["results"][0]["itm_probability"].is_null());
+}
+
 TEST_F(ServerTest, MetricsCountRequestsAndBatchesInPrometheusText) {
   post("/v1/caption", {{"image", data_uri(png_bytes(7))}}, 200);
   auto r = server_->client().Get("/metrics");
