@@ -212,10 +212,10 @@ TEST(ServerLoadTest, SigtermFinishesRequestsInFlightAndExitsZero) {
   std::vector<std::future<httplib::Result>> futures;
   for (int i = 0; i < 3; ++i)
     futures.push_back(std::async(std::launch::async, [&s, i] { return post(s, "/v1/caption", slow_caption(70 + i)); }));
-  // Wait until the server holds them (one running, the others queued).
-  for (int i = 0; i < 200; ++i) {
+  // Wait until the server holds them all (one running, two queued).
+  for (int i = 0; i < 400; ++i) {
     auto h = s.client().Get("/health");
-    if (h && json::parse(h->body)["queue_depth"].get<int>() >= 1) break;
+    if (h && json::parse(h->body)["queue_depth"].get<int>() >= 2) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   EXPECT_EQ(s.stop(SIGTERM), 0) << s.stderr_text();
