@@ -128,6 +128,33 @@ TEST(ServerLoadTest, BatchedRequestsGiveTheSameOutputsAsSingleOnes) {
   EXPECT_LT(metric(m, "blip2_batch_size_count"), static_cast<double>(bodies.size())) << m;
 }
 
+TEST(ServerLoadTest, ARequestThatFailsInABatchFailsAloneAndTheOthersGetTheirAnswers) {
+  ServerProcess s(args({"--max-batch", "4", "--max-wait-ms", "300"}));
+  ASSERT_TRUE(s.ready()) << s.stderr_text();
+  std::string long_prompt;
+  for (int i = 0; i < 60; ++i) long_prompt += "a red circle ";  // longer than the LM's context allows
+  std::vector<json> bodies;
+  for (int i = 0; i < 4; ++i) bodies.push_back({{"image", data_uri(png_bytes(90 + i))}, {"prompt", "a picture of"}});
+  bodies[2]["prompt"] = long_prompt;
+  std::vector<std::future<httplib::Result>> futures;
+  for (const auto& b : bodies)
+    futures.push_back(std::async(std::launch::async, [&s, b] { return post(s, "/v1/caption", b); }));
+  for (size_t i = 0; i < futures.size(); ++i) {
+    auto r = futures[i].get();
+    ASSERT_TRUE(r);
+    if (i == 2) {
+      EXPECT_EQ(r->status, 400) << r->body;
+      EXPECT_NE(r->body.find("context"), std::string::npos) << r->body;
+    } else {
+      EXPECT_EQ(r->status, 200) << r->body;
+    }
+  }
+  // They were one batch, which failed and was re-run request by request: three batches of one succeeded.
+  const std::string m = metric_body(s);
+  EXPECT_EQ(metric(m, "blip2_batch_size_count"), 3) << m;
+  EXPECT_EQ(metric(m, "blip2_batch_size_sum"), 3) << m;
+}
+
 TEST(ServerLoadTest, StreamedDeltasConcatenateToTheWholeText) {
   ServerProcess s(args({}));
   ASSERT_TRUE(s.ready()) << s.stderr_text();
