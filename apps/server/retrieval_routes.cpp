@@ -85,9 +85,13 @@ void add_retrieval_routes(httplib::Server& http, Service& s) {
       bounded_text(texts[i], "texts[" + std::to_string(i) + "]", s.options.max_prompt_chars);
     Image img = image_of(f, s.decode_options());
     auto lock = compute_lock(s, t0);
+    // ITC: the image's query features once, each text's [CLS] feature, max over queries of the cosines.
+    const auto features = p.image_embedding(img);  // (Q, E), L2-normalised
     json results = json::array();
-    for (const auto& t : texts)
-      results.push_back({{"text", t}, {"itm_probability", p.match(img, t)}, {"itc_cosine", p.similarity(img, t)}});
+    for (const auto& t : texts) {
+      const double itc = features.matmul(p.text_embedding(t)).max().item<double>();
+      results.push_back({{"text", t}, {"itm_probability", p.match(img, t)}, {"itc_cosine", itc}});
+    }
     send_json(res, {{"results", results}});
   });
 
