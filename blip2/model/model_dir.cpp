@@ -87,16 +87,25 @@ ModelDir load_model_dir(const std::string& dir, const RuntimeOptions& options) {
   m.model = load_blip2(dir, lo);
   m.tokenizer = load_tokenizer(dir);
   if (m.model->parts().language) {
-    // The language model's end token must be a special token of the
-    // tokenizer, or decoding leaves it in the text ("a red circle</s>").
+    // The language model's end token must not survive decoding as text: a
+    // tokenizer without its tokenizer_config.json does not know "</s>" is
+    // special and leaves it in every caption. (An end token that decodes to
+    // white space, like the bundled shapes LM's newline, is harmless.)
     const auto& t = m.model->config().text;
     const int64_t eos = t.family == LmFamily::kOpt ? t.opt.eos_token_id : t.t5.eos_token_id;
     const auto& special = m.tokenizer->all_special_ids();
-    if (eos >= 0 && std::find(special.begin(), special.end(), eos) == special.end())
-      throw ConfigError("the tokenizer in '" + dir + "' does not treat the language model's end token (id " +
-                        std::to_string(eos) + ", text_config.eos_token_id) as special, so it would be left in the "
-                        "text; tokenizer_config.json is missing or names another eos_token: copy the checkpoint's "
-                        "tokenizer_config.json and special_tokens_map.json");
+    if (eos >= 0 && std::find(special.begin(), special.end(), eos) == special.end()) {
+      std::string text;
+      try {
+        text = m.tokenizer->decode({eos}, true);
+      } catch (const InputError&) {  // not in the vocabulary: the config check's business
+      }
+      if (text.find_first_not_of(" \t\r\n") != std::string::npos)
+        throw ConfigError("the tokenizer in '" + dir + "' does not treat the language model's end token (id " +
+                          std::to_string(eos) + ", \"" + text + "\") as special, so it would be left in the text; "
+                          "tokenizer_config.json is missing or names another eos_token: copy the checkpoint's "
+                          "tokenizer_config.json and special_tokens_map.json");
+    }
   }
   if (m.model->parts().qformer_text) {
     const fs::path q = fs::path(dir) / "qformer_tokenizer";
