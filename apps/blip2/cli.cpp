@@ -123,22 +123,55 @@ Pipeline load_pipeline(const ModelFlags& f, bool verbose) {
   return p;
 }
 
-std::vector<Image> load_images(const std::vector<std::string>& paths) {
+DecodeOptions DecodeFlags::options() const {
+  DecodeOptions o;
+  if (max_pixels) {
+    if (*max_pixels < 1)
+      throw ConfigError("--max-pixels must be at least 1, got " + std::to_string(*max_pixels));
+    o.max_pixels = *max_pixels;
+  }
+  return o;
+}
+
+void add_decode_flags(CLI::App* app, DecodeFlags& f) {
+  app->add_option("--max-pixels", f.max_pixels,
+                  "refuse images with more pixels than this, from their header (decompression bombs) (default " +
+                      std::to_string(DecodeOptions{}.max_pixels) + ")");
+}
+
+std::vector<Image> load_images(const std::vector<std::string>& paths, const DecodeFlags& decode) {
   std::vector<Image> out;
+  const DecodeOptions o = decode.options();
   Progress progress("decoding " + std::to_string(paths.size()) + " image(s)");
-  for (const auto& p : paths) out.push_back(load_image(p));
+  for (const auto& p : paths) out.push_back(load_image(p, o));
+  return out;
+}
+
+DecodedImages load_images_reporting(const std::vector<std::string>& paths, const DecodeFlags& decode) {
+  DecodedImages out;
+  const DecodeOptions o = decode.options();
+  Progress progress("decoding " + std::to_string(paths.size()) + " image(s)");
+  for (const auto& p : paths) {
+    try {
+      out.images.push_back(load_image(p, o));
+      out.paths.push_back(p);
+    } catch (const Error& e) {
+      std::fprintf(stderr, "blip2: error: %s\n", e.what());
+      ++out.failed;
+    }
+  }
   return out;
 }
 
 void print_results(const std::vector<std::string>& images, const std::vector<TextResult>& rs, bool as_json,
-                   const std::string& question) {
+                   const std::string& question, bool name_each) {
   for (size_t i = 0; i < rs.size(); ++i) {
     if (as_json) {
       nlohmann::json j = {{"image", images[i]}, {"text", rs[i].text}, {"token_ids", rs[i].token_ids},
                           {"seconds", rs[i].seconds}};
       if (!question.empty()) j["question"] = question;
       std::cout << j.dump() << "\n";
-    } else if (images.size() > 1) {
+    } else if (images.size() > 1 || name_each) {
       std::cout << images[i] << ": " << rs[i].text << "\n";
     } else {
       std::cout << rs[i].text << "\n";

@@ -67,11 +67,25 @@ void add_generation_flags(CLI::App* app, GenerationFlags& flags, const Generatio
 // Loads the model of `flags` with a progress line (and its load time and
 // memory under --verbose).
 Pipeline load_pipeline(const ModelFlags& flags, bool verbose);
-std::vector<Image> load_images(const std::vector<std::string>& paths);
-// One line per result (prefixed with the image when there are several), or
-// one JSON object per result.
+// --max-pixels: the decompression-bomb limit (DecodeOptions::max_pixels).
+struct DecodeFlags {
+  std::optional<int64_t> max_pixels;
+  DecodeOptions options() const;
+};
+void add_decode_flags(CLI::App* app, DecodeFlags& flags);
+std::vector<Image> load_images(const std::vector<std::string>& paths, const DecodeFlags& decode = {});
+// The images that decode, with their paths; each one that does not is
+// reported on stderr as one line (`failed` counts them).
+struct DecodedImages {
+  std::vector<std::string> paths;
+  std::vector<Image> images;
+  int failed = 0;
+};
+DecodedImages load_images_reporting(const std::vector<std::string>& paths, const DecodeFlags& decode);
+// One line per result (prefixed with the image when there are several or
+// `name_each`), or one JSON object per result.
 void print_results(const std::vector<std::string>& images, const std::vector<TextResult>& results, bool as_json,
-                   const std::string& question = "");
+                   const std::string& question = "", bool name_each = false);
 
 // The flags every `blip2 eval` kind takes.
 struct EvalFlags {

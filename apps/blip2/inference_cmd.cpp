@@ -10,21 +10,27 @@ void add_inference_commands(Registry& r) {
   struct Caption {
     ModelFlags model;
     GenerationFlags gen;
+    DecodeFlags decode;
     std::vector<std::string> images;
     std::string prompt;
     bool json = false;
   };
   auto c = std::make_shared<Caption>();
   auto* caption = r.add(nullptr, "caption", "describe images", [c, &r] {
+    const auto gen = c->gen.apply(Pipeline::caption_defaults());
+    gen.validate();
     auto p = load_pipeline(c->model, r.verbose);
-    auto images = load_images(c->images);
-    Progress progress("captioning " + std::to_string(images.size()) + " image(s)");
-    auto rs = p.caption(images, c->prompt, c->gen.apply(Pipeline::caption_defaults()));
+    // An image that does not decode is reported; the others are captioned.
+    auto decoded = load_images_reporting(c->images, c->decode);
+    if (decoded.images.empty()) return 1;
+    Progress progress("captioning " + std::to_string(decoded.images.size()) + " image(s)");
+    auto rs = p.caption(decoded.images, c->prompt, gen);
     progress.done();
-    print_results(c->images, rs, c->json);
-    return 0;
+    print_results(decoded.paths, rs, c->json, "", c->images.size() > 1);
+    return decoded.failed > 0 ? 1 : 0;
   });
   add_model_flags(caption, c->model);
+  add_decode_flags(caption, c->decode);
   add_generation_flags(caption, c->gen, Pipeline::caption_defaults());
   caption->add_option("--prompt", c->prompt, "text the caption continues, e.g. \"a photo of\"");
   caption->add_flag("--json", c->json, "one JSON object per image: image, text, token_ids, seconds");
@@ -33,18 +39,20 @@ void add_inference_commands(Registry& r) {
   struct Ask {
     ModelFlags model;
     GenerationFlags gen;
+    DecodeFlags decode;
     std::string image, question, prompt_template;
     bool json = false;
   };
   auto a = std::make_shared<Ask>();
   auto* ask = r.add(nullptr, "ask", "answer a question about an image (zero-shot VQA)", [a, &r] {
     auto p = load_pipeline(a->model, r.verbose);
-    auto images = load_images({a->image});
+    auto images = load_images({a->image}, a->decode);
     auto rs = p.answer(images, {a->question}, a->gen.apply(Pipeline::vqa_defaults()), a->prompt_template);
     print_results({a->image}, rs, a->json, a->question);
     return 0;
   });
   add_model_flags(ask, a->model);
+  add_decode_flags(ask, a->decode);
   add_generation_flags(ask, a->gen, Pipeline::vqa_defaults());
   ask->add_option("--image,image", a->image, "image file")->required();
   ask->add_option("--question,question", a->question, "the question")->required();

@@ -59,7 +59,7 @@ int run_train(const TrainFlags& f) {
     last = m;
     if (!rank0) return;
     const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::string bar = progress_bar(m.step - start, cfg.max_steps - start, el);
+    std::string bar = progress_bar(m.step, cfg.max_steps, el, start);
     char buf[256];
     std::snprintf(buf, sizeof buf, "step %s loss %.4f (itc %.3f itm %.3f lm %.3f) lr %.2e %.1f samples/s",
                   bar.c_str(), m.loss, m.loss_itc, m.loss_itm, m.loss_lm, m.lr, m.samples_per_sec);

@@ -13,39 +13,54 @@ using nlohmann::json;
 
 namespace {
 
-// Reads obj[key] into `out` when present and not null; checks its JSON type.
+// Reads obj[key] into `out` when present; checks its JSON type. An absent key
+// keeps HF's default; null is accepted only where HF's default is None
+// (token ids, word_embed_proj_dim, num_decoder_layers): a null size or flag
+// is an error naming the key, never a silent default.
 struct Reader {
   const json& obj;
   std::string where;  // e.g. "config.json: vision_config"
 
   std::string field(const std::string& key) const { return where + "." + key; }
+  // False when absent; ConfigError when null.
+  bool given(const char* key, const char* expected) const {
+    if (!obj.contains(key)) return false;
+    if (obj[key].is_null())
+      throw ConfigError(field(key) + " is null; give " + expected + " or leave the key out for the default");
+    return true;
+  }
 
   void i64(const char* key, int64_t& out) const {
-    if (!obj.contains(key) || obj[key].is_null()) return;
+    if (!given(key, "an integer")) return;
     const json& v = obj[key];
     if (!v.is_number_integer())
       throw ConfigError(field(key) + " must be an integer, got " + v.dump());
     out = v.get<int64_t>();
   }
+  // An integer whose HF default is None: null keeps `out`.
+  void i64_or_null(const char* key, int64_t& out) const {
+    if (obj.contains(key) && !obj[key].is_null()) i64(key, out);
+  }
   void f64(const char* key, double& out) const {
-    if (!obj.contains(key) || obj[key].is_null()) return;
+    if (!given(key, "a number")) return;
     const json& v = obj[key];
     if (!v.is_number()) throw ConfigError(field(key) + " must be a number, got " + v.dump());
     out = v.get<double>();
   }
   void boolean(const char* key, bool& out) const {
-    if (!obj.contains(key) || obj[key].is_null()) return;
+    if (!given(key, "true or false")) return;
     const json& v = obj[key];
     if (!v.is_boolean()) throw ConfigError(field(key) + " must be true or false, got " + v.dump());
     out = v.get<bool>();
   }
   void str(const char* key, std::string& out) const {
-    if (!obj.contains(key) || obj[key].is_null()) return;
+    if (!given(key, "a string")) return;
     const json& v = obj[key];
     if (!v.is_string()) throw ConfigError(field(key) + " must be a string, got " + v.dump());
     out = v.get<std::string>();
   }
-  // eos_token_id may be a list in some configs; the first entry is used.
+  // Token ids may be null (HF: None, unset); eos_token_id may be a list in
+  // some configs, of which the first entry is used.
   void token(const char* key, int64_t& out) const {
     if (!obj.contains(key) || obj[key].is_null()) return;
     const json& v = obj[key];
@@ -156,6 +171,16 @@ Blip2Config Blip2Config::from_json_string(const std::string& text, const std::st
     r.f64("hidden_dropout_prob", q.hidden_dropout_prob);
     r.f64("attention_probs_dropout_prob", q.attention_probs_dropout_prob);
   }
+  // The language model has no HF default worth loading weights into: a model
+  // that generates text needs text_config (retrieval-only models do not).
+  bool retrieval_only = !c.architectures.empty();
+  for (const auto& a : c.architectures)
+    retrieval_only = retrieval_only && (a == "Blip2ForImageTextRetrieval" || a == "Blip2VisionModelWithProjection" ||
+                                        a == "Blip2TextModelWithProjection");
+  if (!retrieval_only && (!root.contains("text_config") || root["text_config"].is_null()))
+    throw ConfigError(source + ": text_config is " + (root.contains("text_config") ? "null" : "missing") +
+                      "; a BLIP-2 model that generates text needs the language model's config (model_type opt or t5 "
+                      "and its sizes), as HF's config.json has it");
   {
     const json& t = sub_object(root, "text_config", source);
     Reader r{t, source + ": text_config"};
@@ -173,7 +198,7 @@ Blip2Config Blip2Config::from_json_string(const std::string& text, const std::st
       r.boolean("do_layer_norm_before", o.do_layer_norm_before);
       r.boolean("_remove_final_layer_norm", o.remove_final_layer_norm);
       o.word_embed_proj_dim = -1;
-      r.i64("word_embed_proj_dim", o.word_embed_proj_dim);
+      r.i64_or_null("word_embed_proj_dim", o.word_embed_proj_dim);
       r.str("activation_function", o.activation_function);
       r.boolean("enable_bias", o.enable_bias);
       r.boolean("layer_norm_elementwise_affine", o.layer_norm_elementwise_affine);
@@ -190,7 +215,7 @@ Blip2Config Blip2Config::from_json_string(const std::string& text, const std::st
       r.i64("d_kv", o.d_kv);
       r.i64("d_ff", o.d_ff);
       r.i64("num_layers", o.num_layers);
-      r.i64("num_decoder_layers", o.num_decoder_layers);
+      r.i64_or_null("num_decoder_layers", o.num_decoder_layers);
       r.i64("num_heads", o.num_heads);
       r.i64("relative_attention_num_buckets", o.relative_attention_num_buckets);
       r.i64("relative_attention_max_distance", o.relative_attention_max_distance);
@@ -313,6 +338,8 @@ Blip2Config Blip2Config::from_file(const std::string& path) {
   fs::path p(path);
   std::error_code ec;
   if (fs::is_directory(p, ec) || p.extension() != ".json") p /= "config.json";
+  if (fs::is_directory(p, ec))
+    throw ConfigError("'" + p.string() + "' is a directory; expected the config.json file");
   if (!fs::exists(p, ec))
     throw ConfigError("config file '" + p.string() +
                       "' does not exist; a HuggingFace BLIP-2 checkpoint directory holds "

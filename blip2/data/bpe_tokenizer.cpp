@@ -142,6 +142,16 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_files(const std::string& vocab_
     }
     merges.emplace_back(std::move(fields[0]), std::move(fields[1]));
   }
+  if (merges.empty()) {
+    // Without merges every word falls apart into single bytes: a vocabulary
+    // with multi-character words (other than <special> tokens) says the file
+    // is empty or truncated, not that the tokenizer is byte-only.
+    for (const auto& [token, id] : vocab)
+      if (text::to_u32(token).size() > 1 && !(token.front() == '<' && token.back() == '>'))
+        throw ConfigError("[BpeTokenizer] " + merges_txt + " has no merges, but " + vocab_json + " has multi-character "
+                          "tokens such as \"" + token + "\" that only merges can produce; the file is empty or "
+                          "truncated: copy the checkpoint's merges.txt again");
+  }
   return std::make_unique<BpeTokenizer>(std::move(vocab), merges, options);
 }
 

@@ -155,7 +155,7 @@ void CaptionDataset::parse(const std::string& text) {
       throw InputError(where + ": record " + std::to_string(empty_records.front()) +
                        " has no non-blank caption (" + std::to_string(empty_records.size()) +
                        " such record(s) in all); expected at least one non-empty caption per record, fix "
-                       "the annotations or open with MissingImages::kSkip to drop them");
+                       "the annotations or " + options_.skip_hint + " to drop them");
     }
     skipped_empty_ = empty_records.size();
   }
@@ -181,8 +181,8 @@ void CaptionDataset::parse(const std::string& text) {
       throw InputError(where + ": " + std::to_string(missing) + " of " + std::to_string(all.size()) +
                        " record(s) name an image file that does not exist, the first is record " +
                        std::to_string(first_missing) + ": '" + first_missing_path +
-                       "'; expected regular files under the image root '" + image_root_ +
-                       "', fix the root / paths or open with MissingImages::kSkip");
+                       "'; expected regular files under " + options_.root_name + " '" + image_root_ + "': fix " +
+                       options_.root_name + " or the paths, or " + options_.skip_hint);
     }
     skipped_missing_ = missing;
     all = std::move(kept);

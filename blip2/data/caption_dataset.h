@@ -52,6 +52,10 @@ struct CaptionDatasetOptions {
   // stat() every image at open time. Off: a missing image surfaces in load().
   bool check_images = true;
   DecodeOptions decode;  // passed to load_image()
+  // How errors name the image root and the way to skip bad records, in the
+  // caller's terms (a recipe: "data.image_root", "set data.skip_missing_images: true").
+  std::string root_name = "the image root";
+  std::string skip_hint = "open with MissingImages::kSkip";
 };
 
 class CaptionDataset {

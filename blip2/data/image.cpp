@@ -42,7 +42,7 @@ void check_dimensions(const std::string& name, const char* format, int64_t width
                    std::to_string(height) + " = " + std::to_string(pixels) +
                    " pixels, over the limit of " + std::to_string(opt.max_pixels) +
                    " pixels (could be a decompression bomb); downscale the image first or raise "
-                   "DecodeOptions::max_pixels");
+                   "the limit with --max-pixels");
   }
 }
 

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -366,6 +367,9 @@ ImageProcessorConfig ImageProcessorConfig::from_json_text(const std::string& tex
 }
 
 ImageProcessorConfig ImageProcessorConfig::from_json_file(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw ConfigError(path + " is a directory; expected the preprocessor_config.json file");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw ConfigError(path + ": cannot open preprocessor config; check the path (expected preprocessor_config.json)");
   std::stringstream ss;

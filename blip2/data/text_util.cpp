@@ -232,6 +232,9 @@ std::string clean_up_tokenization(const std::string& s) {
 }
 
 std::string read_file(const std::string& path, const std::string& what) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw ConfigError("[Tokenizer] " + what + " '" + path + "' is a directory; expected a file");
   std::ifstream f(path, std::ios::binary);
   if (!f) {
     throw ConfigError("[Tokenizer] cannot read " + what + " '" + path +

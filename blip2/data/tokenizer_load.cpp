@@ -219,9 +219,25 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir) {
   const bool bpe = has("vocab.json") && has("merges.txt"), wordpiece = has("vocab.txt"), sp = has("spiece.model"),
              fast = has("tokenizer.json");
 
-  // tokenizer_config.json's class decides when several kinds are present.
+  // tokenizer_config.json's class decides when several kinds are present; a
+  // class we do not implement is an error, not a guess from the files.
   const std::string cls = options.tokenizer_class.value_or("");
   auto class_is = [&](const char* prefix) { return cls.rfind(prefix, 0) == 0; };
+  if (!cls.empty()) {
+    const bool known = class_is("GPT2Tokenizer") || class_is("OPTTokenizer") || class_is("BertTokenizer") ||
+                       class_is("T5Tokenizer") || cls == "PreTrainedTokenizerFast";
+    if (!known)
+      throw ConfigError("[Tokenizer] " + path("tokenizer_config.json") + ": tokenizer_class '" + cls +
+                        "' is not supported (supported: GPT2Tokenizer, BertTokenizer, T5Tokenizer, their Fast "
+                        "variants, PreTrainedTokenizerFast); this checkpoint's tokenizer cannot be read");
+    const char* needs = class_is("GPT2") || class_is("OPT") ? (bpe || fast ? nullptr : "vocab.json + merges.txt")
+                        : class_is("Bert")                  ? (wordpiece || fast ? nullptr : "vocab.txt")
+                        : class_is("T5")                    ? (sp ? nullptr : "spiece.model")
+                                                            : (fast ? nullptr : "tokenizer.json");
+    if (needs)
+      throw ConfigError("[Tokenizer] " + path("tokenizer_config.json") + " names tokenizer_class '" + cls + "', whose " +
+                        needs + " is not in '" + dir + "'; copy the checkpoint's tokenizer files");
+  }
   if (bpe && (class_is("GPT2") || class_is("OPT"))) return load_bpe_tokenizer(path("vocab.json"), path("merges.txt"), options);
   if (wordpiece && class_is("Bert")) return load_wordpiece_tokenizer(path("vocab.txt"), options);
   if (sp && class_is("T5")) return load_sentencepiece_tokenizer(path("spiece.model"), options);

@@ -11,6 +11,7 @@
 #include "blip2/data/bpe_tokenizer.h"
 #include "blip2/data/spm_runtime.h"
 #include "blip2/data/tokenizer.h"
+#include "blip2/util/atomic_file.h"
 #include "blip2/util/error.h"
 
 namespace fs = std::filesystem;
@@ -20,9 +21,11 @@ namespace blip2 {
 namespace {
 
 void write(const fs::path& p, const std::string& text) {
-  std::ofstream out(p, std::ios::binary);
-  if (!out) throw InputError("cannot write '" + p.string() + "'; check that the directory is writable");
-  out << text;
+  try {
+    write_atomic(p.string(), text);
+  } catch (const Error& e) {
+    throw InputError(e.what());
+  }
 }
 
 // BERT's basic split for ASCII text: lower-case, whitespace, punctuation apart.

@@ -16,6 +16,7 @@
 #include "blip2/io/torch_checkpoint.h"
 #include "blip2/io/weight_map.h"
 #include "blip2/util/dtype.h"
+#include "blip2/util/atomic_file.h"
 #include "blip2/util/error.h"
 
 namespace fs = std::filesystem;
@@ -73,9 +74,11 @@ void copy_config(const std::string& config, const fs::path& dst, ConvertReport* 
     throw ConfigError("config.json '" + config + "' is not valid JSON: " + e.what());
   }
   if (!j.is_object()) throw ConfigError("config.json '" + config + "' is not a JSON object");
-  std::error_code ec;
-  fs::copy_file(config, dst, fs::copy_options::overwrite_existing, ec);
-  if (ec) throw CheckpointError("cannot copy '" + config + "' to '" + dst.string() + "': " + ec.message());
+  try {
+    copy_atomic(config, dst.string());
+  } catch (const Error& e) {
+    throw CheckpointError("cannot copy '" + config + "' to '" + dst.string() + "': " + e.what());
+  }
   rep->config_output = dst.string();
   rep->bytes_written += file_size(dst.string());
 }

@@ -34,6 +34,17 @@ void GenerationConfig::validate() const {
 
 namespace {
 
+// NaN or Inf logits mean NaN/Inf weights (or a 16-bit overflow): decoding them
+// would print garbage ("$$$$$") as if it were a caption. Costs one pass over
+// (rows, vocab) per step, nothing next to the step itself.
+void check_finite_logits(const torch::Tensor& logits, int64_t step) {
+  if (!torch::isfinite(logits).all().item<bool>())
+    throw CheckpointError("the language model's logits at generation step " + std::to_string(step) +
+                          " are not finite (NaN or Inf): the checkpoint holds non-finite weights, or a 16-bit dtype "
+                          "overflowed; try --dtype float32, else re-export the checkpoint");
+}
+
+
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 struct Processors {
@@ -121,6 +132,7 @@ GenerationOutput greedy_or_sample(LanguageModel& lm, const torch::Tensor& embeds
   auto unfinished = torch::ones({N}, lo);
   std::vector<torch::Tensor> raw;
   for (int64_t t = 0; t < cfg.max_new_tokens; ++t) {
+    check_finite_logits(logits, t);
     if (cfg.output_logits) raw.push_back(logits.to(torch::kFloat));
     auto scores = proc.apply(ids, logits.to(torch::kFloat));
     torch::Tensor next;
@@ -221,6 +233,7 @@ GenerationOutput beam_search(LanguageModel& lm, const torch::Tensor& embeds, con
       }
       if (std::all_of(done.begin(), done.end(), [](bool d) { return d; })) break;
     }
+    check_finite_logits(logits, cur_len - prompt_len);
     auto ids_t = torch::empty({B * K, cur_len}, lo);
     for (int64_t r = 0; r < B * K; ++r)
       for (int64_t j = 0; j < cur_len; ++j) ids_t[r][j] = seqs[r][j];

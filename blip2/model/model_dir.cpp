@@ -73,7 +73,10 @@ Runtime apply_runtime(const RuntimeOptions& options) {
 ModelDir load_model_dir(const std::string& dir, const RuntimeOptions& options) {
   const auto t0 = std::chrono::steady_clock::now();
   if (!fs::is_directory(dir))
-    throw ConfigError("model directory '" + dir + "' does not exist; give the path of a BLIP-2 checkpoint directory");
+    throw ConfigError(fs::exists(dir) ? "'" + dir + "' is a file; -m takes a model directory (the one holding "
+                                              "config.json and model.safetensors)"
+                                      : "model directory '" + dir +
+                                            "' does not exist; give the path of a BLIP-2 checkpoint directory");
   ModelDir m;
   m.dir = dir;
   m.runtime = apply_runtime(options);
@@ -83,6 +86,27 @@ ModelDir load_model_dir(const std::string& dir, const RuntimeOptions& options) {
   lo.device = m.runtime.device;
   m.model = load_blip2(dir, lo);
   m.tokenizer = load_tokenizer(dir);
+  if (m.model->parts().language) {
+    // The language model's end token must not survive decoding as text: a
+    // tokenizer without its tokenizer_config.json does not know "</s>" is
+    // special and leaves it in every caption. (An end token that decodes to
+    // white space, like the bundled shapes LM's newline, is harmless.)
+    const auto& t = m.model->config().text;
+    const int64_t eos = t.family == LmFamily::kOpt ? t.opt.eos_token_id : t.t5.eos_token_id;
+    const auto& special = m.tokenizer->all_special_ids();
+    if (eos >= 0 && std::find(special.begin(), special.end(), eos) == special.end()) {
+      std::string text;
+      try {
+        text = m.tokenizer->decode({eos}, true);
+      } catch (const InputError&) {  // not in the vocabulary: the config check's business
+      }
+      if (text.find_first_not_of(" \t\r\n") != std::string::npos)
+        throw ConfigError("the tokenizer in '" + dir + "' does not treat the language model's end token (id " +
+                          std::to_string(eos) + ", \"" + text + "\") as special, so it would be left in the text; "
+                          "tokenizer_config.json is missing or names another eos_token: copy the checkpoint's "
+                          "tokenizer_config.json and special_tokens_map.json");
+    }
+  }
   if (m.model->parts().qformer_text) {
     const fs::path q = fs::path(dir) / "qformer_tokenizer";
     if (!fs::is_directory(q))

@@ -57,6 +57,8 @@ std::unique_ptr<BatchSource> make_batch_source(const TrainConfig& c, const Image
   if (!c.annotations.empty()) {
     CaptionDatasetOptions d;
     d.missing_images = c.skip_missing_images ? MissingImages::kSkip : MissingImages::kFail;
+    d.root_name = "data.image_root";
+    d.skip_hint = "set data.skip_missing_images: true in the recipe";
     std::shared_ptr<CaptionDataset> ds;
     if (c.mode == TrainMode::kVqa) {
       // [{image, question, answer: str | [str]}] -> records whose captions are

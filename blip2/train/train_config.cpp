@@ -56,7 +56,10 @@ Setter set_list(std::vector<std::string>* dst) {
       return;
     }
     if (!n.IsSequence()) throw ConfigError(where + ": expected a list of strings");
-    for (const auto& x : n) dst->push_back(x.as<std::string>());
+    for (const auto& x : n) {
+      if (!x.IsScalar()) throw ConfigError(where + ": expected a list of strings, an entry is not a string");
+      dst->push_back(x.Scalar());
+    }
   };
 }
 
@@ -147,8 +150,16 @@ TrainConfig TrainConfig::from_yaml_string(const std::string& yaml, const std::st
   if (root.IsNull()) throw ConfigError(source + " is empty; see configs/stage1.yaml for the options");
   if (!root.IsMap()) throw ConfigError(source + " must be a mapping of sections (model, data, objective, optim, train)");
   auto table = schema(c);
+  // Keys must be plain names (YAML also allows lists or mappings as keys).
+  auto key_name = [&](const YAML::Node& k, const std::string& in) {
+    if (!k.IsScalar())
+      throw ConfigError(source + ": " + (in.empty() ? std::string("a top-level key") : "a key in '" + in + "'") +
+                        " is a " + (k.IsMap() ? "mapping" : k.IsSequence() ? "list" : "null") +
+                        ", expected a name (a '?' at the start of a line makes a complex key)");
+    return k.Scalar();
+  };
   for (auto it = root.begin(); it != root.end(); ++it) {
-    const std::string key = it->first.as<std::string>();
+    const std::string key = key_name(it->first, "");
     if (table[""].count(key)) {
       table[""][key](it->second, source + ": " + key);
       continue;
@@ -158,7 +169,7 @@ TrainConfig TrainConfig::from_yaml_string(const std::string& yaml, const std::st
       throw ConfigError(source + ": unknown key '" + key + "' (known: stage, model, data, objective, optim, train)");
     if (!it->second.IsMap()) throw ConfigError(source + ": '" + key + "' must be a mapping");
     for (auto jt = it->second.begin(); jt != it->second.end(); ++jt) {
-      const std::string k = jt->first.as<std::string>();
+      const std::string k = key_name(jt->first, key);
       auto s = sec->second.find(k);
       if (s == sec->second.end())
         throw ConfigError(source + ": unknown key '" + key + "." + k + "' (known in " + key + ": " +

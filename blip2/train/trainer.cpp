@@ -1,10 +1,13 @@
 #include "blip2/train/trainer.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <mutex>
+#include <optional>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -282,20 +285,45 @@ std::string checkpoint_name(int64_t step) {
   return buf;
 }
 
+// The checkpoint named by output_dir/latest ("" when none).
+std::string latest_checkpoint(const fs::path& out_dir) {
+  std::ifstream in(out_dir / "latest");
+  std::string name;
+  std::getline(in, name);
+  return name.empty() ? "" : (out_dir / name).string();
+}
+
+// The newest checkpoint-* directory in `dir` older than `except` ("" when none).
+std::string previous_checkpoint(const fs::path& dir, const fs::path& except) {
+  std::error_code ec;
+  std::vector<fs::path> all;
+  for (const auto& e : fs::directory_iterator(dir, ec))
+    if (e.is_directory() && e.path().filename().string().rfind("checkpoint-", 0) == 0 &&
+        fs::exists(e.path() / "trainer_state.json") && e.path().filename() < except.filename())
+      all.push_back(e.path());
+  std::sort(all.begin(), all.end());
+  return all.empty() ? "" : all.back().string();
+}
+
+// Temporary checkpoint directories of runs that died while saving (their
+// process is gone): removed so they do not keep a full disk full.
+void remove_stale_temporaries(const fs::path& out_dir) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(out_dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(".tmp-checkpoint-", 0) != 0) continue;
+    const auto dash = name.rfind('-');
+    const long pid = std::strtol(name.c_str() + dash + 1, nullptr, 10);
+    if (pid > 0 && (pid == ::getpid() || ::kill(static_cast<pid_t>(pid), 0) != 0)) fs::remove_all(e.path(), ec);
+  }
+}
+
+// The first line of an exception's text (libtorch appends a stack trace).
+std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+
 }  // namespace
 
-std::string Trainer::save_checkpoint(const BatchSource* data) {
-  const fs::path out_dir(config_.output_dir);
-  const fs::path final_dir = out_dir / checkpoint_name(step_);
-  if (coll_.rank() != 0) {
-    coll_.barrier();
-    return final_dir.string();
-  }
-  std::error_code ec;
-  fs::create_directories(out_dir, ec);
-  if (ec) throw Error("cannot create output directory '" + out_dir.string() + "': " + ec.message());
-  const fs::path tmp = out_dir / (".tmp-" + checkpoint_name(step_) + "-" + std::to_string(::getpid()));
-  fs::remove_all(tmp, ec);
+void Trainer::write_checkpoint_files(const fs::path& tmp, const BatchSource* data) {
   fs::create_directories(tmp);
   // Model in HF layout: loadable by `blip2 caption` / `blip2 verify`.
   std::vector<std::pair<std::string, at::Tensor>> ts;
@@ -315,29 +343,31 @@ std::string Trainer::save_checkpoint(const BatchSource* data) {
   const char* tok_files[] = {"vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
                              "special_tokens_map.json", "added_tokens.json", "spiece.model", "vocab.txt"};
   for (const char* f : tok_files)
-    if (!tok_dir.empty() && fs::exists(fs::path(tok_dir) / f)) fs::copy_file(fs::path(tok_dir) / f, tmp / f);
+    if (!tok_dir.empty() && fs::exists(fs::path(tok_dir) / f)) copy_atomic(fs::path(tok_dir) / f, tmp / f);
   if (config_.stage == 2 && config_.mode == TrainMode::kVqa) {
     // The Q-Former's own tokenizer, where HF's InstructBLIP processor keeps it.
     fs::create_directories(tmp / "qformer_tokenizer");
     for (const char* f : tok_files)
       if (fs::exists(fs::path(config_.qformer_tokenizer) / f))
-        fs::copy_file(fs::path(config_.qformer_tokenizer) / f, tmp / "qformer_tokenizer" / f);
+        copy_atomic(fs::path(config_.qformer_tokenizer) / f, tmp / "qformer_tokenizer" / f);
   }
   {
     const int64_t size = config_.image_size > 0 ? config_.image_size : model_->config().vision.image_size;
     write_atomic(tmp / "preprocessor_config.json",
-                      json({{"image_processor_type", "BlipImageProcessor"},
-                            {"size", {{"height", size}, {"width", size}}},
-                            {"do_resize", true},
-                            {"do_rescale", true},
-                            {"do_normalize", true},
-                            {"resample", 3},
-                            {"image_mean", {0.48145466, 0.4578275, 0.40821073}},
-                            {"image_std", {0.26862954, 0.26130258, 0.27577711}}})
-                          .dump(2));
+                 json({{"image_processor_type", "BlipImageProcessor"},
+                       {"size", {{"height", size}, {"width", size}}},
+                       {"do_resize", true},
+                       {"do_rescale", true},
+                       {"do_normalize", true},
+                       {"resample", 3},
+                       {"image_mean", {0.48145466, 0.4578275, 0.40821073}},
+                       {"image_std", {0.26862954, 0.26130258, 0.27577711}}})
+                     .dump(2));
   }
-  torch::save(*optimizer_, (tmp / "optimizer.pt").string());
-  fsync_path(tmp / "optimizer.pt");
+  // libtorch's archive writer aborts the process when its file fails (it
+  // throws again from a destructor), so it writes into a stream that never
+  // fails; the write error is thrown afterwards.
+  write_atomic_stream(tmp / "optimizer.pt", [&](std::ostream& out) { torch::save(*optimizer_, out); });
   io::save_safetensors((tmp / "rng.safetensors").string(),
                        {{"torch_default", at::detail::getDefaultCPUGenerator().get_state()},
                         {"sampler", gen_.get_state()}});
@@ -348,10 +378,43 @@ std::string Trainer::save_checkpoint(const BatchSource* data) {
              {"config", config_.to_yaml()}};
   write_atomic(tmp / "trainer_state.json", st.dump(2));
   fsync_path(tmp);
-  if (fs::exists(final_dir)) fs::remove_all(final_dir);
-  fs::rename(tmp, final_dir);
-  fsync_path(out_dir);
-  write_atomic(out_dir / "latest", checkpoint_name(step_) + "\n");
+}
+
+std::string Trainer::save_checkpoint(const BatchSource* data) {
+  const fs::path out_dir(config_.output_dir);
+  const fs::path final_dir = out_dir / checkpoint_name(step_);
+  if (coll_.rank() != 0) {
+    coll_.barrier();
+    return final_dir.string();
+  }
+  std::error_code ec;
+  fs::create_directories(out_dir, ec);
+  if (ec) throw Error("cannot create output directory '" + out_dir.string() + "': " + ec.message());
+  remove_stale_temporaries(out_dir);
+  // Every file goes into a temporary directory that is renamed into place
+  // only when complete; any failure (disk full, I/O error) removes it and
+  // leaves the previous checkpoint and `latest` as they were.
+  const fs::path tmp = out_dir / (".tmp-" + checkpoint_name(step_) + "-" + std::to_string(::getpid()));
+  try {
+    fs::remove_all(tmp);
+    write_checkpoint_files(tmp, data);
+    if (fs::exists(final_dir)) fs::remove_all(final_dir);
+    fs::rename(tmp, final_dir);
+    fsync_path(out_dir);
+  } catch (const std::exception& e) {
+    fs::remove_all(tmp, ec);
+    const std::string last = latest_checkpoint(out_dir);
+    throw Error("checkpoint at step " + std::to_string(step_) + " was not saved: " + first_line(e.what()) + "; " +
+                (last.empty() ? std::string("no earlier checkpoint exists")
+                              : "the last good checkpoint is '" + last + "' (free space, then train --resume)"));
+  }
+  try {
+    write_atomic(out_dir / "latest", checkpoint_name(step_) + "\n");
+  } catch (const std::exception& e) {
+    throw Error("checkpoint '" + final_dir.string() + "' was saved but '" + (out_dir / "latest").string() +
+                "' could not be updated: " + first_line(e.what()) + "; resume with --resume-from " +
+                final_dir.string());
+  }
   // Keep the newest keep_checkpoints.
   std::vector<fs::path> all;
   for (const auto& e : fs::directory_iterator(out_dir))
@@ -365,25 +428,31 @@ std::string Trainer::save_checkpoint(const BatchSource* data) {
 bool Trainer::resume(BatchSource* data, const std::string& checkpoint) {
   fs::path dir = checkpoint;
   if (dir.empty()) {
-    const fs::path latest = fs::path(config_.output_dir) / "latest";
-    if (!fs::exists(latest)) return false;
-    std::ifstream in(latest);
-    std::string name;
-    std::getline(in, name);
-    dir = fs::path(config_.output_dir) / name;
+    if (!fs::exists(fs::path(config_.output_dir) / "latest")) return false;
+    dir = latest_checkpoint(config_.output_dir);
   }
+  // A damaged file names itself and where to go instead.
+  const std::string previous = previous_checkpoint(dir.parent_path().empty() ? fs::path(".") : dir.parent_path(), dir);
+  const std::string instead = previous.empty()
+                                  ? "delete '" + dir.string() + "' and train from the start"
+                                  : "resume from the previous one with --resume-from " + previous +
+                                        " (and delete '" + dir.string() + "')";
+  auto damaged = [&](const char* file, const std::exception& e) {
+    return CheckpointError("checkpoint '" + dir.string() + "' is damaged: " + file + " cannot be read (" +
+                           first_line(e.what()) + "); " + instead);
+  };
   for (const char* f : {"model.safetensors", "optimizer.pt", "trainer_state.json", "rng.safetensors"})
-    if (!fs::exists(dir / f))
+    if (!fs::is_regular_file(dir / f))
       throw CheckpointError("checkpoint '" + dir.string() + "' is incomplete: " + f +
-                            " is missing; resume from an earlier checkpoint-* directory");
+                            (fs::exists(dir / f) ? " is not a regular file; " : " is missing; ") + instead);
   json st;
-  {
+  try {
     std::ifstream in(dir / "trainer_state.json");
-    try {
-      in >> st;
-    } catch (const std::exception& e) {
-      throw CheckpointError("'" + (dir / "trainer_state.json").string() + "' is not valid JSON: " + e.what());
-    }
+    in >> st;
+    if (!st.is_object() || !st.contains("step") || !st.at("step").is_number_integer())
+      throw Error("no integer 'step'");
+  } catch (const std::exception& e) {
+    throw damaged("trainer_state.json", e);
   }
   if (st.value("world_size", 1) != coll_.world_size())
     throw CheckpointError("checkpoint '" + dir.string() + "' was written with " +
@@ -391,14 +460,23 @@ bool Trainer::resume(BatchSource* data, const std::string& checkpoint) {
                           std::to_string(coll_.world_size()) + "; resume with the same number of processes");
   {
     torch::NoGradGuard g;
-    auto store = io::TensorStore::open(dir.string());
-    LoadOptions o;
+    std::optional<io::TensorStore> store;
+    try {
+      store.emplace(io::TensorStore::open(dir.string()));
+    } catch (const std::exception& e) {
+      throw damaged("model.safetensors", e);
+    }
     // Copy (not map) so the parameters stay the optimizer's own tensors.
     for (auto& p : model_->named_parameters()) {
-      if (!store.has(p.key()))
+      if (!store->has(p.key()))
         throw CheckpointError("checkpoint '" + dir.string() + "' lacks '" + p.key() +
                               "'; it was written for another model");
-      auto t = store.get(p.key());
+      torch::Tensor t;
+      try {
+        t = store->get(p.key());
+      } catch (const std::exception& e) {
+        throw damaged("model.safetensors", e);
+      }
       if (t.sizes() != p.value().sizes())
         throw CheckpointError("checkpoint '" + dir.string() + "': '" + p.key() + "' has shape " +
                               shape_str(t.sizes().vec()) + ", the model has " + shape_str(p.value().sizes().vec()) +
@@ -406,8 +484,18 @@ bool Trainer::resume(BatchSource* data, const std::string& checkpoint) {
       p.value().copy_(t);
     }
   }
-  torch::load(*optimizer_, (dir / "optimizer.pt").string());
-  auto rng = io::load_safetensors((dir / "rng.safetensors").string());
+  try {
+    torch::load(*optimizer_, (dir / "optimizer.pt").string());
+  } catch (const std::exception& e) {
+    throw damaged("optimizer.pt", e);
+  }
+  std::map<std::string, at::Tensor> rng;
+  try {
+    rng = io::load_safetensors((dir / "rng.safetensors").string());
+    if (!rng.count("torch_default") || !rng.count("sampler")) throw Error("no generator states");
+  } catch (const std::exception& e) {
+    throw damaged("rng.safetensors", e);
+  }
   {
     at::Generator def = at::detail::getDefaultCPUGenerator();  // a handle on the process-wide generator
     std::lock_guard<std::mutex> lock(def.mutex());
@@ -455,6 +543,8 @@ void Trainer::fit(BatchSource& data) {
       logged.loss_itm = window.loss_itm / n, logged.loss_lm = window.loss_lm / n;
       std::ofstream out(metrics, std::ios::app);
       out << logged.to_json().dump() << "\n";
+      out.flush();
+      if (!out) throw Error("cannot append to '" + metrics.string() + "': " + std::strerror(errno) + " (disk full?)");
     }
     if (log_now) window = StepMetrics{}, in_window = 0;
     if (on_step) on_step(m);

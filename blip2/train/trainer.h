@@ -5,6 +5,7 @@
 
 #include <torch/torch.h>
 
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -65,10 +66,13 @@ class Trainer {
   // The stage's loss on one batch (no optimizer step).
   std::map<std::string, torch::Tensor> losses(const TrainBatch& batch);
 
-  // Writes output_dir/checkpoint-<step> atomically (rank 0 only).
+  // Writes output_dir/checkpoint-<step> atomically (rank 0 only): on any
+  // failure (disk full, I/O error) the temporary directory is removed, the
+  // previous checkpoint and `latest` stay, and an Error names the cause.
   std::string save_checkpoint(const BatchSource* data);
   // Resumes from a checkpoint directory (or output_dir's latest when empty).
-  // Returns false when there is none.
+  // Returns false when there is none. A missing or damaged file is a
+  // CheckpointError naming it and the checkpoint to use instead.
   bool resume(BatchSource* data, const std::string& checkpoint = "");
 
   int64_t step() const { return step_; }
@@ -79,6 +83,7 @@ class Trainer {
 
  private:
   void setup();
+  void write_checkpoint_files(const std::filesystem::path& dir, const BatchSource* data);
   TrainConfig config_;
   Collective& coll_;
   Blip2Model model_{nullptr};

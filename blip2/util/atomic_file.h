@@ -3,8 +3,11 @@
 // resumed after a crash) sees the old file or the new one, never half of one.
 #pragma once
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <iosfwd>
 #include <string>
 #include <string_view>
 
@@ -37,7 +40,25 @@ class AtomicFile {
 // The whole of `data` to `path`, atomically.
 void write_atomic(const std::string& path, std::string_view data);
 
+// What `fill` writes into the stream goes to `path`, atomically. The stream
+// itself never fails: after a write error (ENOSPC, EIO) the rest is discarded
+// and the error is thrown once `fill` returns, so writers that cannot survive a
+// failing stream (libtorch's archive writer aborts the process) finish
+// normally. If `fill` throws, the temporary file is removed and the exception
+// propagates; the target is untouched in both cases.
+void write_atomic_stream(const std::string& path, const std::function<void(std::ostream&)>& fill);
+
+// The whole of file `from` to `to`, atomically (for small files: read whole).
+void copy_atomic(const std::string& from, const std::string& to);
+
 // fsync of a file or directory (best effort: errors are ignored).
 void fsync_path(const std::string& path);
+
+namespace fault_injection {
+// Test seam for the disk-full paths: once `bytes` more bytes have gone through
+// AtomicFile writes in this process, every later write fails with `err` as a
+// full disk would. A negative `bytes` turns it off (the default).
+void fail_writes_after(int64_t bytes, int err = ENOSPC);
+}  // namespace fault_injection
 
 }  // namespace blip2

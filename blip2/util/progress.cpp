@@ -1,5 +1,6 @@
 #include "blip2/util/progress.h"
 
+#include <algorithm>
 #include <fstream>
 
 #include <cstdio>
@@ -44,12 +45,13 @@ std::string format_duration(double s) {
   return buf;
 }
 
-std::string progress_bar(int64_t done, int64_t total, double elapsed, int width) {
-  const double f = total > 0 ? static_cast<double>(done) / static_cast<double>(total) : 0;
+std::string progress_bar(int64_t done, int64_t total, double elapsed, int64_t first, int width) {
+  const double f = total > 0 ? std::clamp(static_cast<double>(done) / static_cast<double>(total), 0.0, 1.0) : 0;
   const int filled = static_cast<int>(f * width);
   std::string bar(static_cast<size_t>(filled), '#');
   bar.append(static_cast<size_t>(width - filled), '-');
-  const double eta = done > 0 ? elapsed / static_cast<double>(done) * static_cast<double>(total - done) : -1;
+  const int64_t ran = done - first;
+  const double eta = ran > 0 ? elapsed / static_cast<double>(ran) * static_cast<double>(total - done) : -1;
   char buf[160];
   std::snprintf(buf, sizeof buf, "%lld/%lld [%s] %s<%s", static_cast<long long>(done), static_cast<long long>(total),
                 bar.c_str(), format_duration(elapsed).c_str(), format_duration(eta).c_str());

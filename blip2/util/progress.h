@@ -28,8 +28,10 @@ class Progress {
   std::thread thread_;
 };
 
-// "step 12/100 [####------] loss 3.21 ... ETA 01:23" for training loops.
-std::string progress_bar(int64_t done, int64_t total, double seconds_elapsed, int width = 24);
+// "12/100 [####------] 00:10<01:23" for training loops: `done` of `total`,
+// the remaining time estimated from the rate since `first` (the step a
+// resumed run started from), over which `seconds_elapsed` were spent.
+std::string progress_bar(int64_t done, int64_t total, double seconds_elapsed, int64_t first = 0, int width = 24);
 std::string format_duration(double seconds);
 // Seconds from t0 to now (steady clock).
 inline double seconds_since(std::chrono::steady_clock::time_point t0) {

@@ -1,6 +1,7 @@
 // The CLI end to end: an image file in, words out, equal to what the library
 // computes from the same pixel values (whose parity with HuggingFace is
 // checked by the golden tests); tokenize / preprocess / verify; bad input.
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "blip2/data/image.h"
@@ -189,6 +190,12 @@ TEST(CliTest, BadInputGivesOneLineErrorsAndNonZeroExit) {
             "size must be at least 1x1, got 0x0"},
            {"preprocess --size 100000 " + q(test::golden(kImage)) + " -o " + q(dir.file("p.safetensors")),
             "above 4096 pixels a side"},
+           {"caption --model " + q(dir.file("config.json")) + " " + q(test::golden(kImage)),
+            "is a file; -m takes a model directory"},
+           {"caption --model " + q(dir.path()) + " --max-new-tokens -1 " + q(test::golden(kImage)),
+            "max_new_tokens must be at least 1, got -1"},
+           {"caption --model " + q(dir.path()) + " --max-pixels 100 " + q(test::golden(kImage)),
+            "raise the limit with --max-pixels"},
        }) {
     auto r = run_cli(c.args);
     EXPECT_EQ(r.code, 1) << c.args << "\n" << r.err;
@@ -205,6 +212,41 @@ TEST(CliTest, BadInputGivesOneLineErrorsAndNonZeroExit) {
   EXPECT_NE(typo.err.find("unknown command 'captoin'"), std::string::npos) << typo.err;
   EXPECT_NE(typo.err.find("caption, ask"), std::string::npos) << typo.err;
   EXPECT_EQ(run_cli("caption --help").code, 0);
+}
+
+TEST(CliTest, OneBadImageAmongSeveralIsReportedAndTheOthersCaptioned) {
+  TempDir dir;
+  make_model_dir(dir, "opt");
+  std::ofstream(dir.file("bad.png")) << "not a png";
+  const std::string good = test::golden(kImage), other = test::golden("image_processor/inputs/tall_20x90.png");
+  auto r = run_cli("caption --model " + q(dir.path()) + " --beams 1 --max-new-tokens 3 " + q(good) + " " +
+                   q(dir.file("bad.png")) + " " + q(other));
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 2) << r.out;
+  EXPECT_NE(r.out.find(good + ": "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(other + ": "), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("bad.png"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("bad.png"), std::string::npos) << r.err;
+}
+
+TEST(CliTest, ModelDirectoryFaultsAreNamed) {
+  TempDir dir;
+  make_model_dir(dir, "opt");
+  // Without tokenizer_config.json the LM's end token would not be special and
+  // would end up in captions.
+  std::filesystem::rename(dir.file("tokenizer_config.json"), dir.file("tokenizer_config.json.bak"));
+  auto r = run_cli("caption --model " + q(dir.path()) + " " + q(test::golden(kImage)));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("does not treat the language model's end token"), std::string::npos) << r.err;
+  std::filesystem::rename(dir.file("tokenizer_config.json.bak"), dir.file("tokenizer_config.json"));
+  // A directory where a file belongs is named as one (not a JSON parse error).
+  std::filesystem::create_directory(dir.file("preprocessor_config.json.d"));
+  if (std::filesystem::exists(dir.file("preprocessor_config.json")))
+    std::filesystem::remove(dir.file("preprocessor_config.json"));
+  std::filesystem::rename(dir.file("preprocessor_config.json.d"), dir.file("preprocessor_config.json"));
+  r = run_cli("caption --model " + q(dir.path()) + " " + q(test::golden(kImage)));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("preprocessor_config.json is a directory"), std::string::npos) << r.err;
 }
 
 TEST(CliTest, TokenizeMatchesTheGoldenIds) {

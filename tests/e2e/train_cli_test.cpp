@@ -13,6 +13,7 @@
 #include "blip2/io/safetensors.h"
 #include "blip2/model/blip2_model.h"
 #include "e2e_util.h"
+#include "tmpfs_util.h"
 #include "model_fixtures.h"
 
 extern char** environ;
@@ -98,6 +99,28 @@ TEST_F(TrainCliTest, TrainsLogsAndWritesACheckpointThatLoads) {
   auto w = final_weights("s1.yaml");
   EXPECT_TRUE(w.count("qformer.encoder.layer.0.crossattention.attention.query.weight"));
   EXPECT_TRUE(std::filesystem::exists(dir_.file("runs/s1.yaml/checkpoint-00000008/vocab.txt")));
+}
+
+TEST_F(TrainCliTest, DiskFullWhileSavingIsOneLineExit1AndTheLastCheckpointResumes) {
+  // One checkpoint's size, then a tmpfs with room for one and a half.
+  ASSERT_EQ(run_cli("train --config " + q(write_recipe("m.yaml", 4, 1, 1))).code, 0);
+  const uint64_t size = test::tree_bytes(dir_.file("runs/m.yaml/checkpoint-00000001"));
+  test::TmpfsDir disk(dir_.file("disk"), size * 3 / 2 + 64 * 1024);
+  if (!disk.mounted()) GTEST_SKIP() << "cannot mount a tmpfs here (" << disk.error() << "); needs root";
+  const std::string out = dir_.file("disk/run"), recipe = write_recipe("d.yaml", 4, 3, 1);
+  auto r = run_cli("train --config " + q(recipe) + " --output-dir " + q(out));
+  EXPECT_EQ(r.code, 1) << r.err;  // was 134 (SIGABRT in libtorch's writer)
+  const auto last = r.err.substr(r.err.rfind("blip2: error:"));
+  EXPECT_NE(last.find("checkpoint at step 2 was not saved"), std::string::npos) << r.err;
+  EXPECT_NE(last.find("No space left on device"), std::string::npos) << r.err;
+  EXPECT_NE(last.find("checkpoint-00000001"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(last.begin(), last.end(), '\n'), 1) << r.err;
+  for (const auto& e : std::filesystem::directory_iterator(out))
+    EXPECT_EQ(e.path().filename().string().rfind(".tmp", 0), std::string::npos) << e.path();
+  EXPECT_FALSE(std::filesystem::exists(out + "/checkpoint-00000002"));
+  auto resumed = run_cli("train --resume --max-steps 1 --config " + q(recipe) + " --output-dir " + q(out));
+  EXPECT_EQ(resumed.code, 0) << resumed.err;
+  EXPECT_NE(resumed.err.find("resumed at step 1"), std::string::npos) << resumed.err;
 }
 
 TEST_F(TrainCliTest, KilledRunResumesToTheSameWeightsAsAnUninterruptedOne) {

@@ -77,22 +77,46 @@ TEST(ConfigTest, ErrorsNameTheFileTheFieldAndWhatWasFound) {
       Blip2Config::from_json_string(R"({"vision_config":{"hidden_size":"big"},"qformer_config":{}})", "cfg.json"),
       ConfigError, "cfg.json: vision_config.hidden_size must be an integer, got \"big\"");
   EXPECT_THROW_WITH(
-      Blip2Config::from_json_string(R"({"vision_config":{"hidden_size":100,"num_attention_heads":16},"qformer_config":{"encoder_hidden_size":100}})", "c"),
+      Blip2Config::from_json_string(R"({"vision_config":{"hidden_size":100,"num_attention_heads":16},"qformer_config":{"encoder_hidden_size":100},"text_config":{}})", "c"),
       ConfigError, "must be divisible by num_attention_heads");
   EXPECT_THROW_WITH(Blip2Config::from_json_string(
                         R"({"vision_config":{},"qformer_config":{},"text_config":{"model_type":"llama"}})", "c"),
                     ConfigError, "'llama' is not supported (supported: opt, t5)");
-  EXPECT_THROW_WITH(Blip2Config::from_json_string(R"({"vision_config":{},"qformer_config":{"encoder_hidden_size":1024}})", "c"),
+  EXPECT_THROW_WITH(Blip2Config::from_json_string(R"({"vision_config":{},"qformer_config":{"encoder_hidden_size":1024},"text_config":{}})", "c"),
                     ConfigError, "encoder_hidden_size (1024) must equal vision_config.hidden_size (1408)");
-  EXPECT_THROW_WITH(Blip2Config::from_json_string(R"({"vision_config":{"patch_size":15},"qformer_config":{}})", "c"),
+  EXPECT_THROW_WITH(Blip2Config::from_json_string(R"({"vision_config":{"patch_size":15},"qformer_config":{},"text_config":{}})", "c"),
                     ConfigError, "multiple of patch_size");
   EXPECT_THROW_WITH(Blip2Config::from_json_string(R"({"model_type":"clip","vision_config":{},"qformer_config":{}})", "c"),
                     ConfigError, "not a BLIP-2 checkpoint config");
-  EXPECT_THROW_WITH(Blip2Config::from_json_string(R"({"vision_config":{},"qformer_config":{},"num_query_tokens":0})", "c"),
+  EXPECT_THROW_WITH(Blip2Config::from_json_string(R"({"vision_config":{},"qformer_config":{},"num_query_tokens":0,"text_config":{}})", "c"),
                     ConfigError, "num_query_tokens must be positive, got 0");
-  EXPECT_THROW_WITH(Blip2Config::from_json_string(R"({"vision_config":{},"qformer_config":{},"image_token_index":60000})", "c"),
+  EXPECT_THROW_WITH(Blip2Config::from_json_string(R"({"vision_config":{},"qformer_config":{},"image_token_index":60000,"text_config":{}})", "c"),
                     ConfigError, "image_token_index 60000 is outside");
   EXPECT_THROW_WITH(Blip2Config::from_file("/nonexistent/dir"), ConfigError, "/nonexistent/dir/config.json");
+}
+
+TEST(ConfigTest, NullSizesAndAMissingLanguageModelConfigAreNamedNotDefaulted) {
+  EXPECT_THROW_WITH(Blip2Config::from_json_string(R"({"vision_config":{},"qformer_config":{}})", "cfg.json"),
+                    ConfigError, "cfg.json: text_config is missing");
+  EXPECT_THROW_WITH(
+      Blip2Config::from_json_string(R"({"vision_config":{},"qformer_config":{},"text_config":null})", "cfg.json"),
+      ConfigError, "cfg.json: text_config is null");
+  EXPECT_THROW_WITH(Blip2Config::from_json_string(
+                        R"({"vision_config":{"hidden_size":null},"qformer_config":{},"text_config":{}})", "cfg.json"),
+                    ConfigError, "cfg.json: vision_config.hidden_size is null; give an integer");
+  EXPECT_THROW_WITH(Blip2Config::from_json_string(
+                        R"({"vision_config":{},"qformer_config":{},"text_config":{"hidden_size":null}})", "c"),
+                    ConfigError, "text_config.hidden_size is null");
+  EXPECT_THROW_WITH(Blip2Config::from_json_string(
+                        R"({"vision_config":{},"qformer_config":{"hidden_act":null},"text_config":{}})", "c"),
+                    ConfigError, "qformer_config.hidden_act is null; give a string");
+  // Keys whose HF default is None stay legal as null; a retrieval model needs no LM.
+  auto c = Blip2Config::from_json_string(
+      R"({"vision_config":{},"qformer_config":{"pad_token_id":null},"text_config":{"word_embed_proj_dim":null,"pad_token_id":null,"eos_token_id":null},"image_token_index":null})",
+      "c");
+  EXPECT_EQ(c.text.opt.word_embed_proj_dim, c.text.opt.hidden_size);
+  EXPECT_NO_THROW(Blip2Config::from_json_string(
+      R"({"architectures":["Blip2ForImageTextRetrieval"],"vision_config":{},"qformer_config":{}})", "c"));
 }
 
 TEST(ConfigTest, SerialisedConfigParsesBackToTheSame) {

@@ -3,6 +3,8 @@
 // can be worked out by hand.
 #include "blip2/model/generation.h"
 
+#include <limits>
+
 #include "blip2/lm/language_model.h"
 #include "blip2/util/error.h"
 #include "test_util.h"
@@ -265,6 +267,28 @@ TEST(GenerationTest, TopPKeepsTheSmallestSetAboveTheMass) {
     g.seed = s;
     EXPECT_EQ(generate(lm, prompt(), mask(), g, kEos, kPad).sequences[0][0].item<int64_t>(), 1);
   }
+}
+
+TEST(GenerationTest, NonFiniteLogitsAreAnErrorNotACaption) {
+  // A NaN row after token 2 (as NaN weights give): greedy and beam search
+  // stop with an error naming the step instead of emitting tokens.
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  auto lm = BigramLm({0, 5, 1, 0, 0, 0}, {{0, 0, 0, 0, 0, 0},
+                                          {0, 0, 6, 1, 0, 0},
+                                          {nan, nan, nan, nan, nan, nan},
+                                          {0, 0, 0, 0, 0, 7},
+                                          {0, 0, 0, 0, 0, 7},
+                                          {0, 0, 0, 0, 0, 0}});
+  for (int64_t beams : {1, 3}) {
+    GenerationConfig g;
+    g.num_beams = beams;
+    g.max_new_tokens = 6;
+    EXPECT_THROW_WITH(generate(lm, prompt(), mask(), g, kEos, kPad), CheckpointError, "are not finite");
+  }
+  auto inf = BigramLm({0, std::numeric_limits<float>::infinity(), 0, 0, 0, 0}, std::vector<std::vector<float>>(6, std::vector<float>(6, 0)));
+  GenerationConfig g;
+  g.num_beams = 1;
+  EXPECT_THROW_WITH(generate(inf, prompt(), mask(), g, kEos, kPad), CheckpointError, "generation step 0");
 }
 
 TEST(GenerationTest, ImpossibleOptionsAreNamed) {

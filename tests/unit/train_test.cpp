@@ -10,14 +10,18 @@
 #include "blip2/train/losses.h"
 #include "blip2/train/optim.h"
 #include "blip2/train/trainer.h"
+#include "blip2/util/atomic_file.h"
 #include "blip2/util/error.h"
 #include "model_fixtures.h"
 #include "test_util.h"
+#include "tmpfs_util.h"
 
 namespace blip2 {
 namespace {
 
 using test::TempDir;
+using test::TmpfsDir;
+using test::tree_bytes;
 
 // ---- masks --------------------------------------------------------------
 
@@ -460,6 +464,147 @@ TEST_F(TrainLoopTest, ResumingAnIncompleteCheckpointIsAnError) {
   std::filesystem::remove(cfg_.output_dir + "/checkpoint-00000001/optimizer.pt");
   Trainer t2(cfg_);
   EXPECT_THROW_WITH(t2.resume(&src), CheckpointError, "optimizer.pt is missing");
+}
+
+// ---- checkpoints under faults ---------------------------------------------
+
+// Names (recursively) of temporary files or directories under `dir`.
+std::vector<std::string> temporaries(const std::string& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir))
+    if (e.path().filename().string().find(".tmp") != std::string::npos) out.push_back(e.path().string());
+  return out;
+}
+
+std::string latest_of(const std::string& out_dir) {
+  std::ifstream in(out_dir + "/latest");
+  std::string name;
+  std::getline(in, name);
+  return name;
+}
+
+struct FaultGuard {
+  ~FaultGuard() { fault_injection::fail_writes_after(-1); }
+};
+
+TEST_F(TrainLoopTest, AWriteFailureAnywhereInACheckpointKeepsTheLastGoodOne) {
+  // Checkpoint 1 is written normally; while checkpoint 2 is written the disk
+  // "fills" after k bytes, for k across the whole checkpoint (model, configs,
+  // tokenizer, optimizer.pt through libtorch's writer, rng, state, latest).
+  cfg_.max_steps = 2;
+  cfg_.save_every = 1;
+  cfg_.keep_checkpoints = 1;  // pruning must not remove the good one either
+  const std::string base = cfg_.output_dir;
+  uint64_t size = 0;
+  {
+    cfg_.output_dir = base + "-R";
+    Trainer t(cfg_);
+    auto src = source();
+    t.fit(src);
+    size = tree_bytes(cfg_.output_dir + "/checkpoint-00000002");
+  }
+  ASSERT_GT(size, 1000u);
+  FaultGuard guard;
+  for (double frac : {0.0, 0.01, 0.2, 0.5, 0.8, 0.95, 0.999}) {
+    const auto k = static_cast<int64_t>(frac * static_cast<double>(size));
+    SCOPED_TRACE("disk full after " + std::to_string(k) + " of " + std::to_string(size) + " bytes");
+    cfg_.output_dir = base + "-" + std::to_string(k);
+    Trainer t(cfg_);
+    auto src = source();
+    t.on_step = [&](const StepMetrics& m) {
+      if (m.step == 2) fault_injection::fail_writes_after(k);
+    };
+    EXPECT_THROW_WITH(t.fit(src), Error, "No space left on device");
+    fault_injection::fail_writes_after(-1);
+    EXPECT_EQ(temporaries(cfg_.output_dir), std::vector<std::string>{});
+    EXPECT_FALSE(std::filesystem::exists(cfg_.output_dir + "/checkpoint-00000002"));
+    EXPECT_EQ(latest_of(cfg_.output_dir), "checkpoint-00000001");
+    Trainer again(cfg_);
+    ASSERT_TRUE(again.resume(&src));
+    EXPECT_EQ(again.step(), 1);
+  }
+  // `latest` cannot be replaced (here: a directory took its name) after the
+  // new checkpoint is complete: the error says so and how to resume from it.
+  cfg_.output_dir = base + "-L";
+  Trainer t(cfg_);
+  auto src = source();
+  t.on_step = [&](const StepMetrics& m) {
+    if (m.step != 2) return;
+    std::filesystem::remove(cfg_.output_dir + "/latest");
+    std::filesystem::create_directories(cfg_.output_dir + "/latest/x");
+  };
+  EXPECT_THROW_WITH(t.fit(src), Error, "/latest' could not be updated");
+  EXPECT_EQ(temporaries(cfg_.output_dir), std::vector<std::string>{});
+  Trainer again(cfg_);
+  ASSERT_TRUE(again.resume(&src, cfg_.output_dir + "/checkpoint-00000002"));
+  EXPECT_EQ(again.step(), 2);
+}
+
+TEST_F(TrainLoopTest, ResumingADamagedCheckpointNamesTheFileAndTheOneToUseInstead) {
+  cfg_.max_steps = 2;
+  cfg_.save_every = 1;
+  cfg_.keep_checkpoints = 5;
+  {
+    Trainer t(cfg_);
+    auto src = source();
+    t.fit(src);
+  }
+  const std::string cp2 = cfg_.output_dir + "/checkpoint-00000002";
+  const std::string cp1 = cfg_.output_dir + "/checkpoint-00000001";
+  auto src = source();
+  for (const char* file : {"optimizer.pt", "model.safetensors", "rng.safetensors", "trainer_state.json"}) {
+    SCOPED_TRACE(file);
+    const std::string path = cp2 + "/" + file;
+    const std::string keep = path + ".orig";
+    std::filesystem::copy_file(path, keep);
+    std::filesystem::resize_file(path, std::filesystem::file_size(path) / 2);  // truncated
+    Trainer t(cfg_);
+    EXPECT_THROW_WITH(t.resume(&src), CheckpointError,
+                      std::string(file) + " cannot be read");
+    EXPECT_THROW_WITH(t.resume(&src), CheckpointError, "--resume-from " + cp1);
+    std::filesystem::rename(keep, path);
+  }
+  // The oldest checkpoint has nothing before it.
+  std::filesystem::resize_file(cp1 + "/optimizer.pt", 10);
+  Trainer t(cfg_);
+  EXPECT_THROW_WITH(t.resume(&src, cp1), CheckpointError, "train from the start");
+  // A directory where a file belongs is "missing", not a parse error.
+  std::filesystem::remove(cp2 + "/optimizer.pt");
+  std::filesystem::create_directory(cp2 + "/optimizer.pt");
+  EXPECT_THROW_WITH(t.resume(&src), CheckpointError, "optimizer.pt is not a regular file");
+}
+
+TEST_F(TrainLoopTest, DiskFullOnATmpfsKeepsTheLastGoodCheckpointAndResumes) {
+  cfg_.max_steps = 3;
+  cfg_.save_every = 1;
+  cfg_.keep_checkpoints = 5;
+  uint64_t size = 0;
+  {
+    TrainConfig c = cfg_;
+    c.max_steps = 1;
+    c.output_dir = dir_.file("measure");
+    Trainer t(c);
+    auto src = source();
+    t.fit(src);
+    size = tree_bytes(c.output_dir + "/checkpoint-00000001");
+  }
+  // Room for one checkpoint and a half: the second fills the disk.
+  TmpfsDir disk(dir_.file("disk"), size * 3 / 2 + 64 * 1024);
+  if (!disk.mounted()) GTEST_SKIP() << "cannot mount a tmpfs here (" << disk.error() << "); needs root";
+  cfg_.output_dir = dir_.file("disk/run");
+  auto src = source();
+  {
+    Trainer t(cfg_);
+    EXPECT_THROW_WITH(t.fit(src), Error, "No space left on device");
+  }
+  EXPECT_EQ(temporaries(cfg_.output_dir), std::vector<std::string>{});
+  const std::string good = latest_of(cfg_.output_dir);
+  ASSERT_EQ(good, "checkpoint-00000001") << "the tmpfs should hold one checkpoint of " << size << " bytes";
+  EXPECT_FALSE(std::filesystem::exists(cfg_.output_dir + "/checkpoint-00000002"));
+  // The run continues from the last good checkpoint.
+  Trainer again(cfg_);
+  ASSERT_TRUE(again.resume(&src));
+  EXPECT_EQ(again.step(), 1);
 }
 
 TEST(TrainConfigTest, UnknownKeysAndBadValuesAreNamed) {
