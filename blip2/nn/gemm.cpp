@@ -7,9 +7,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cmath>
-#include <cstdlib>
-#include <vector>
 
 #include "blip2/util/cpu.h"
 #include "blip2/util/error.h"
@@ -118,80 +115,6 @@ void gemv(const float* x, const W* w, const float* s, const float* b, float* y, 
   }
 }
 
-// EXPERIMENT: int8 x int8 dot products (AVX2 maddubs) with the rows of x
-// quantised per row to int8.
-__attribute__((target("avx2,fma"))) inline int32_t hsum_i32(__m256i v) {
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-  return _mm_cvtsi128_si32(s);
-}
-
-template <int M>
-__attribute__((target("avx2,fma"))) void dot_rows(const int8_t* xq, const uint8_t* xa, const float* xs, const int8_t* w,
-                                                  const float* s, const float* b, float* y, int64_t K, int64_t n0,
-                                                  int64_t n1, int64_t N) {
-  const int64_t K32 = K / 32 * 32;
-  const __m256i ones = _mm256_set1_epi16(1);
-  for (int64_t n = n0; n < n1; ++n) {
-    const int8_t* row = w + n * K;
-    __m256i acc[M];
-    for (int m = 0; m < M; ++m) acc[m] = _mm256_setzero_si256();
-    for (int64_t k = 0; k < K32; k += 32) {
-      const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + k));
-      for (int m = 0; m < M; ++m) {
-        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + m * K + k));
-        const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xa + m * K + k));
-        acc[m] = _mm256_add_epi32(acc[m], _mm256_madd_epi16(_mm256_maddubs_epi16(av, _mm256_sign_epi8(wv, xv)), ones));
-      }
-    }
-    for (int m = 0; m < M; ++m) {
-      int32_t sum = hsum_i32(acc[m]);
-      for (int64_t k = K32; k < K; ++k) sum += int32_t{xq[m * K + k]} * row[k];
-      y[m * N + n] = static_cast<float>(sum) * xs[m] * s[n] + (b ? b[n] : 0.f);
-    }
-  }
-}
-
-template <int M>
-void dot_split(const int8_t* xq, const uint8_t* xa, const float* xs, const int8_t* w, const float* s, const float* b,
-               float* y, int64_t K, int64_t N) {
-  constexpr int64_t kChunk = 16;
-  const int64_t chunks = (N + kChunk - 1) / kChunk;
-  const int threads = static_cast<int>(std::min<int64_t>(kernel_threads(), chunks));
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t c = 0; c < chunks; ++c) dot_rows<M>(xq, xa, xs, w, s, b, y, K, c * kChunk, std::min(N, (c + 1) * kChunk), N);
-}
-
-void gemv_dot(const float* x, const int8_t* w, const float* s, const float* b, float* y, int64_t M, int64_t K,
-              int64_t N) {
-  std::vector<int8_t> xq(M * K);
-  std::vector<uint8_t> xa(M * K);
-  std::vector<float> xs(M);
-  for (int64_t m = 0; m < M; ++m) {
-    float amax = 0;
-    for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::abs(x[m * K + k]));
-    xs[m] = amax / 127.f;
-    const float inv = amax > 0 ? 127.f / amax : 0.f;
-    for (int64_t k = 0; k < K; ++k) {
-      const int q = static_cast<int>(std::lrint(x[m * K + k] * inv));
-      xq[m * K + k] = static_cast<int8_t>(std::clamp(q, -127, 127));
-      xa[m * K + k] = static_cast<uint8_t>(std::abs(xq[m * K + k]));
-    }
-  }
-  switch (M) {
-    case 1: return dot_split<1>(xq.data(), xa.data(), xs.data(), w, s, b, y, K, N);
-    case 2: return dot_split<2>(xq.data(), xa.data(), xs.data(), w, s, b, y, K, N);
-    case 3: return dot_split<3>(xq.data(), xa.data(), xs.data(), w, s, b, y, K, N);
-    case 4: return dot_split<4>(xq.data(), xa.data(), xs.data(), w, s, b, y, K, N);
-    case 5: return dot_split<5>(xq.data(), xa.data(), xs.data(), w, s, b, y, K, N);
-    case 6: return dot_split<6>(xq.data(), xa.data(), xs.data(), w, s, b, y, K, N);
-    case 7: return dot_split<7>(xq.data(), xa.data(), xs.data(), w, s, b, y, K, N);
-    default: return dot_split<8>(xq.data(), xa.data(), xs.data(), w, s, b, y, K, N);
-  }
-}
-
-const bool g_dot = std::getenv("BLIP2_INT8_DOT") != nullptr;  // EXPERIMENT
 
 }  // namespace
 
@@ -299,8 +222,6 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
   auto y = at::empty({M, N}, x2.options());
   if (path == LinearPath::kGemvF32)
     gemv(x2.data_ptr<float>(), weight.data_ptr<float>(), nullptr, bp, y.data_ptr<float>(), M, K, N);
-  else if (path == LinearPath::kGemvI8 && g_dot)
-    gemv_dot(x2.data_ptr<float>(), weight.data_ptr<int8_t>(), scale.data_ptr<float>(), bp, y.data_ptr<float>(), M, K, N);
   else if (path == LinearPath::kGemvI8)
     gemv(x2.data_ptr<float>(), weight.data_ptr<int8_t>(), scale.data_ptr<float>(), bp, y.data_ptr<float>(), M, K, N);
   else
