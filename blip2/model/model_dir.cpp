@@ -91,6 +91,13 @@ ModelDir load_model_dir(const std::string& dir, const RuntimeOptions& options) {
   lo.compute_dtype = m.runtime.compute_dtype;
   lo.device = m.runtime.device;
   m.model = load_blip2(dir, lo);
+  if (m.runtime.dtype != torch::kChar) {  // a `blip2 quantize`d directory runs in int8 whatever --dtype says
+    size_t int8 = 0;
+    for (const auto& p : m.model->parameters()) int8 += p.scalar_type() == torch::kChar;
+    if (int8)
+      m.runtime.line = "weights int8 (" + std::to_string(int8) + " matrices of the checkpoint, mapped), " +
+                       m.runtime.line.substr(m.runtime.line.find("compute"));
+  }
   m.tokenizer = load_tokenizer(dir);
   if (m.model->parts().qformer_text) {
     const fs::path q = fs::path(dir) / "qformer_tokenizer";
