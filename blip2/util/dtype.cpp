@@ -18,14 +18,4 @@ c10::ScalarType parse_weight_dtype(const std::string& d, const std::string& what
   throw ConfigError(what + " '" + d + "' is not supported (float32, bfloat16, float16, int8; or fp32, bf16, fp16)");
 }
 
-std::string weight_dtype_name(c10::ScalarType t) {
-  switch (t) {
-    case c10::kFloat: return "float32";
-    case c10::kBFloat16: return "bfloat16";
-    case c10::kHalf: return "float16";
-    case c10::kChar: return "int8";
-    default: return c10::toString(t);
-  }
-}
-
 }  // namespace blip2

@@ -14,7 +14,5 @@ c10::ScalarType parse_dtype(const std::string& name, const std::string& what);
 // The dtypes a model's weights can run in: parse_dtype's, plus "int8"
 // (c10::kChar: int8 weight-only quantisation, nn/quant.h).
 c10::ScalarType parse_weight_dtype(const std::string& name, const std::string& what);
-// "float32", "bfloat16", "float16", "int8".
-std::string weight_dtype_name(c10::ScalarType t);
 
 }  // namespace blip2
