@@ -35,7 +35,9 @@ struct Blip2Config;
 
 // Where and how a model runs.
 struct RuntimeOptions {
-  std::string dtype = "float32";  // of the weights: "float32" | "bfloat16" | "float16" (CPU: computed in float32)
+  // of the weights: "float32" | "bfloat16" | "float16" (CPU: computed in float32) | "int8" (CPU: the vision
+  // encoder's and LM's matrices quantised on load, per output channel; computed in float32)
+  std::string dtype = "float32";
   std::string device = "cpu";     // "cpu", "cuda", "cuda:1" (a CUDA build of libtorch)
   int threads = 0;                // intra-op threads, BLAS included; 0 = one per core
   // bfloat16 weights on a CPU compute in float32; their matrix products use

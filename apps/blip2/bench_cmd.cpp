@@ -28,7 +28,7 @@ void add_bench_commands(Registry& r) {
   for (const auto& p : bench::preset_names()) presets += (presets.empty() ? "" : ", ") + p;
   b->add_option("--preset", f->options.preset, "model shapes: " + presets + " (default " + d.preset + ")");
   b->add_option("--dtype", f->options.runtime.dtype,
-                "weights: float32, bfloat16 or float16, computed in float32 (default " + d.runtime.dtype + ")");
+                "weights: float32, bfloat16, float16 or int8, computed in float32 (default " + d.runtime.dtype + ")");
   b->add_option("--threads", f->options.runtime.threads, "CPU threads, BLAS included (default 0 = one per core)");
   b->add_option("--bf16-gemm", f->options.runtime.bf16_gemm,
                 "bfloat16 weights: auto, native or fp32 (default " + d.runtime.bf16_gemm + ")");

@@ -58,7 +58,7 @@ void add_model_flags(CLI::App* app, ModelFlags& f) {
   const RuntimeOptions d;
   app->add_option("-m,--model", f.model,
                   "BLIP-2 checkpoint directory (HF layout); default: $BLIP2_MODEL or the bundled models/shapes/opt");
-  app->add_option("--dtype", f.dtype, "weights dtype: float32, bfloat16, float16; on a CPU 16-bit weights compute in float32 (default " +
+  app->add_option("--dtype", f.dtype, "weights dtype: float32, bfloat16, float16, int8 (CPU; quantised on load); on a CPU 16-bit and int8 weights compute in float32 (default " +
                                         d.dtype + ")");
   app->add_option("--device", f.device, "cpu, cuda or cuda:N (CUDA builds of libtorch; default " + d.device + ")");
   app->add_option("--threads", f.threads,

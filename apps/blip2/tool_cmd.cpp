@@ -1,4 +1,4 @@
-// blip2 verify, tokenize, preprocess, convert, tokenizer train, plot: the
+// blip2 verify, tokenize, preprocess, convert, quantize, tokenizer train, plot: the
 // tools around the model (reference replay, tokenizers, pixels, checkpoints,
 // curves).
 #include <torch/torch.h>
@@ -17,6 +17,7 @@
 #include "blip2/eval/verify.h"
 #include "blip2/io/convert.h"
 #include "blip2/io/safetensors.h"
+#include "blip2/model/quantize.h"
 #include "blip2/util/plot.h"
 #include "blip2/util/progress.h"
 
@@ -25,9 +26,10 @@ namespace {
 
 using nlohmann::json;
 
-int run_verify(const std::string& case_dir, bool verbose) {
+int run_verify(const std::string& case_dir, const std::optional<std::string>& dtype, bool verbose) {
   VerifyOptions opts;
   opts.verbose = verbose;
+  if (dtype) opts.dtype = *dtype;
   opts.log = [](const std::string& s) { std::cerr << s << "\n"; };
   auto r = verify_case(case_dir, opts);
   for (const auto& l : r.lines) {
@@ -99,8 +101,12 @@ int run_plot(const std::string& out, const std::string& key, const std::vector<s
 
 void add_tool_commands(Registry& r) {
   auto case_dir = std::make_shared<std::string>();
+  auto verify_dtype = std::make_shared<std::optional<std::string>>();
   auto* verify = r.add(nullptr, "verify", "replay a reference dump (meta.json plan) and compare every output tensor",
-                       [case_dir, &r] { return run_verify(*case_dir, r.verbose); });
+                       [case_dir, verify_dtype, &r] { return run_verify(*case_dir, *verify_dtype, r.verbose); });
+  verify->add_option("--dtype", *verify_dtype,
+                     "weights dtype to load the case in; int8 reports each tensor's error without failing (default " +
+                         VerifyOptions{}.dtype + ")");
   verify->add_option("case_dir", *case_dir, "case directory with meta.json, model + inputs/outputs safetensors")
       ->required();
 
@@ -148,6 +154,24 @@ void add_tool_commands(Registry& r) {
   convert->add_option("--key", c->options.key, "entry of the .pth that holds the state dict (default: auto)");
   convert->add_option("--lm", c->options.lm, "LAVIS language-model prefix: opt or t5 (default: auto)");
   convert->add_option("--dtype", c->options.dtype, "cast floating tensors: float32, float16, bfloat16");
+
+  struct Quantize {
+    std::string src, dst;
+    std::optional<std::string> dtype;
+  };
+  auto qz = std::make_shared<Quantize>();
+  auto* quantize = r.add(nullptr, "quantize", "write an int8 weight-only copy of a checkpoint directory", [qz] {
+    QuantizeOptions o;
+    if (qz->dtype) o.dtype = *qz->dtype;
+    Progress progress("quantizing " + qz->src);
+    auto report = quantize_model_dir(qz->src, qz->dst, o);
+    progress.done();
+    std::printf("%s\n", report.summary().c_str());
+    return 0;
+  });
+  quantize->add_option("source", qz->src, "BLIP-2 checkpoint directory (safetensors)")->required();
+  quantize->add_option("destination", qz->dst, "output directory")->required();
+  quantize->add_option("--dtype", qz->dtype, "quantised dtype: int8 (default " + QuantizeOptions{}.dtype + ")");
 
   struct TokTrain {
     std::string corpus, out;

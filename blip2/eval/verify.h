@@ -29,6 +29,10 @@ struct VerifyOptions {
   bool verbose = false;
   // Called with progress/diagnostic text (load time, resident memory, op timings).
   std::function<void(const std::string&)> log;
+  // The weights' dtype the case's model loads in (--dtype). "int8"
+  // (quantised on load): every tensor's max error is reported, none is held
+  // to the float tolerances (tests/parity/golden_int8_test.cpp bounds them).
+  std::string dtype = "float32";
 };
 
 // Throws blip2::Error when the case directory itself is unusable (missing

@@ -222,7 +222,16 @@ void save_safetensors(const std::string& path,
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::vector<at::Tensor> data;
   uint64_t offset = 0;
-  for (const auto& [name, t0] : tensors) {
+  // Wider elements first (stable otherwise): every tensor then starts at a
+  // multiple of its element size (the buffer starts 8-aligned), so a file with
+  // I8 tensors of odd sizes still maps its F32 ones zero-copy.
+  std::vector<size_t> order(tensors.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return tensors[a].second.element_size() > tensors[b].second.element_size();
+  });
+  for (size_t i : order) {
+    const auto& [name, t0] = tensors[i];
     if (name == "__metadata__") throw InputError("save_safetensors: reserved tensor name");
     if (header.contains(name))
       throw InputError("save_safetensors: tensor name '" + name + "' appears twice");

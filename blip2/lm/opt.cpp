@@ -133,7 +133,7 @@ torch::Tensor OptLanguageModel::embed_tokens(const torch::Tensor& ids) {
 
 torch::Tensor OptLanguageModel::lm_head_forward(const torch::Tensor& h) {
   if (!lm_head.is_empty()) return lm_head->forward(h);
-  return nn::linear(h, decoder->embed_tokens->weight);
+  return nn::linear(h, decoder->embed_tokens->weight, {}, decoder->embed_tokens->weight_scale);
 }
 
 LMOutput OptLanguageModel::forward(const torch::Tensor& inputs_embeds, const torch::Tensor& attention_mask,

@@ -217,7 +217,7 @@ torch::Tensor T5LanguageModel::embed_tokens(const torch::Tensor& ids) {
 
 torch::Tensor T5LanguageModel::lm_head_forward(const torch::Tensor& h) {
   if (!lm_head.is_empty()) return lm_head->forward(h);
-  return nn::linear(h * std::pow(static_cast<double>(c_.d_model), -0.5), shared->weight);
+  return nn::linear(h * std::pow(static_cast<double>(c_.d_model), -0.5), shared->weight, {}, shared->weight_scale);
 }
 
 LMOutput T5LanguageModel::forward(const torch::Tensor& inputs_embeds, const torch::Tensor& attention_mask,

@@ -11,8 +11,10 @@
 #include "blip2/io/tensor_store.h"
 #include "blip2/io/weight_map.h"
 #include "blip2/model/config_fit.h"
+#include "blip2/model/quantize.h"
 #include "blip2/nn/gemm.h"
 #include "blip2/nn/ops.h"
+#include "blip2/nn/quant.h"
 #include "blip2/util/error.h"
 #include "blip2/util/progress.h"
 
@@ -341,7 +343,11 @@ void load_weights(Blip2ModelImpl& model, const io::TensorStore& store, const Loa
     return false;
   };
   auto params = model.named_parameters(true);
-  const auto matrices = options.compute_dtype ? nn::matrix_parameters(model) : std::set<const void*>{};
+  const bool int8 = options.dtype == torch::kChar;  // int8 weights compute in float32 on the CPU
+  const auto compute = options.compute_dtype ? options.compute_dtype
+                                             : int8 ? std::optional<torch::ScalarType>(torch::kFloat) : std::nullopt;
+  const auto matrices = compute ? nn::matrix_parameters(model) : std::set<const void*>{};
+  const auto matrix_owner = matrix_modules(model);
   for (auto& item : params) {
     const std::string& name = item.key();
     if (!wanted(name)) continue;
@@ -368,13 +374,37 @@ void load_weights(Blip2ModelImpl& model, const io::TensorStore& store, const Loa
                             (hit != index.end() ? store.file_of(hit->second) : store.description()) +
                             " has shape " + shape_str(src.sizes().vec()) + " but the config expects " +
                             shape_str(p.sizes().vec()) + "; the checkpoint does not match config.json");
+    const auto owner = matrix_owner.find(name);
+    if (src.scalar_type() == torch::kChar && owner != matrix_owner.end() && hit != index.end() &&
+        options.device.is_cpu()) {
+      // A quantised checkpoint (`blip2 quantize`): the int8 rows and their
+      // scales, both mapped from the file, whatever dtype was asked for.
+      const auto scale_name = nn::scale_name(hit->second);
+      const auto scale = store.has(scale_name) ? store.get(scale_name) : torch::Tensor();
+      if (!scale.defined() || scale.dim() != 1 || scale.size(0) != src.size(0) || scale.scalar_type() != torch::kFloat)
+        throw CheckpointError("tensor '" + hit->second + "' in " + store.file_of(hit->second) +
+                              " is I8 but its scales '" + scale_name + "' (F32, " + std::to_string(src.size(0)) +
+                              " values) are " + (scale.defined() ? "of another shape or dtype" : "missing") +
+                              "; write int8 checkpoints with `blip2 quantize`");
+      used.insert(scale_name);
+      nn::set_int8_weight(*owner->second, {src, scale});
+      rep.zero_copy += mapped;
+      ++rep.tensors;
+      continue;
+    }
     if (!src.is_floating_point())
       throw CheckpointError("tensor '" + name + "' in " + store.description() + " has integer dtype " +
                             std::string(c10::toString(src.scalar_type())) + "; weights must be F32, F16 or BF16");
     // 16-bit matrices under float32 compute: everything else loads straight
     // into the compute dtype (never rounded through 16 bits).
-    const auto dtype =
-        options.compute_dtype && !matrices.count(p.unsafeGetTensorImpl()) ? *options.compute_dtype : options.dtype;
+    if (int8 && owner != matrix_owner.end() && int8_quantized(name)) {  // quantised on load
+      nn::set_int8_weight(*owner->second, nn::quantize_rows(src));
+      ++rep.tensors;
+      continue;
+    }
+    // Under int8 every matrix not quantised computes in float32 like the rest.
+    const bool keep = matrices.count(p.unsafeGetTensorImpl()) && !int8;
+    const auto dtype = compute && !keep ? *compute : options.dtype;
     const bool zero_copy = mapped && src.scalar_type() == dtype && options.device.is_cpu();
     if (zero_copy) {
       p.set_data(src);
@@ -427,7 +457,8 @@ Blip2Model load_blip2(const std::string& dir, const LoadOptions& options, LoadRe
   for (auto& p : model->parameters()) p.set_requires_grad(false);
   LoadReport rep;
   load_weights(*model, store, options, &rep);
-  if (options.compute_dtype && *options.compute_dtype != options.dtype) nn::compute_in(*model, *options.compute_dtype);
+  if (options.dtype == torch::kChar) nn::compute_in(*model, options.compute_dtype.value_or(torch::kFloat));
+  else if (options.compute_dtype && *options.compute_dtype != options.dtype) nn::compute_in(*model, *options.compute_dtype);
   rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   rep.rss_before_kb = rss0;
   if (report) *report = rep;

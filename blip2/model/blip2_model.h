@@ -153,7 +153,10 @@ TORCH_MODULE(Blip2Model);
 enum class NameStyle { kAuto, kHuggingFace, kLavis };
 
 struct LoadOptions {
-  torch::ScalarType dtype = torch::kFloat;  // dtype of the weights
+  // dtype of the weights. torch::kChar: int8 weight-only quantisation on load
+  // (model/quantize.h: the vision encoder's and LM's matrices), computed in
+  // float32. I8 tensors of a quantised checkpoint load as int8 whatever this is.
+  torch::ScalarType dtype = torch::kFloat;
   // When set and not `dtype`: the matrices stay in `dtype` and everything
   // else computes in this one (nn::compute_in): 16-bit weights on a CPU.
   std::optional<torch::ScalarType> compute_dtype;

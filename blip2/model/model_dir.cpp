@@ -49,20 +49,29 @@ torch::Device parse_device(const std::string& name) {
 }
 
 torch::ScalarType compute_dtype_for(torch::ScalarType dtype, const torch::Device& device) {
-  return device.is_cpu() ? torch::kFloat : dtype;
+  return device.is_cpu() || dtype == torch::kChar ? torch::kFloat : dtype;
 }
 
 Runtime apply_runtime(const RuntimeOptions& options) {
   Runtime r;
-  r.dtype = parse_dtype(options.dtype, "--dtype");
+  r.dtype = parse_weight_dtype(options.dtype, "--dtype");
   r.device = parse_device(options.device);
+  if (r.dtype == torch::kChar && !r.device.is_cpu())
+    throw ConfigError("--dtype int8 runs on the CPU only (its kernels are AVX2); use --device cpu, or float16 / "
+                      "bfloat16 on " + options.device);
   r.compute_dtype = compute_dtype_for(r.dtype, r.device);
   nn::set_bf16_gemm(nn::parse_bf16_gemm(options.bf16_gemm, "--bf16-gemm"));
   // Native bf16 GEMMs run on libtorch's OpenMP pool, float32 ones on OpenBLAS's.
   const bool bf16_cpu = r.device.is_cpu() && r.dtype == torch::kBFloat16;
   const bool native = bf16_cpu && nn::native_bf16_gemm();
   r.threads = apply_threads(options.threads, native ? GemmPool::kOpenMP : GemmPool::kOpenBlas);
-  r.line = std::string("weights ") + c10::toString(r.dtype) + ", compute " + c10::toString(r.compute_dtype);
+  r.line = std::string("weights ") + (r.dtype == torch::kChar ? "int8" : c10::toString(r.dtype)) + ", compute " +
+           c10::toString(r.compute_dtype);
+  if (r.dtype == torch::kChar)
+    r.line += std::string(", int8 per-channel (vision encoder + LM): ") +
+              (cpu_features().avx2 && cpu_features().fma ? "AVX2 int8 GEMV for <= 8 rows, "
+                                                          : "no AVX2: int8 rows dequantised for every product, ") +
+              "int8 blocks dequantised to float32 + BLAS GEMM for more rows";
   if (bf16_cpu)
     r.line += native ? ", bf16 GEMM native (" + cpu_features().summary() + ")"
                      : std::string(", bf16 weights widened to float32 for GEMM");
@@ -85,6 +94,13 @@ ModelDir load_model_dir(const std::string& dir, const RuntimeOptions& options) {
   lo.compute_dtype = m.runtime.compute_dtype;
   lo.device = m.runtime.device;
   m.model = load_blip2(dir, lo);
+  if (m.runtime.dtype != torch::kChar) {  // a `blip2 quantize`d directory runs in int8 whatever --dtype says
+    size_t int8 = 0;
+    for (const auto& p : m.model->parameters()) int8 += p.scalar_type() == torch::kChar;
+    if (int8)
+      m.runtime.line = "weights int8 (" + std::to_string(int8) + " matrices of the checkpoint, mapped), " +
+                       m.runtime.line.substr(m.runtime.line.find("compute"));
+  }
   m.tokenizer = load_tokenizer(dir);
   if (m.model->parts().language) {
     // The language model's end token must not survive decoding as text: a

@@ -34,14 +34,32 @@ __attribute__((target("avx2,fma"))) inline __m256 load8(const at::BFloat16* w, i
   const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + k));
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
+// int8 -> int32 -> float32 (exact: |q| <= 127).
+__attribute__((target("avx2,fma"))) inline __m256 load8(const int8_t* w, int64_t k) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w + k))));
+}
 __attribute__((target("avx2,fma"))) void widen_bf16(const at::BFloat16* src, float* dst, int64_t n) {
   const int64_t n8 = n / 8 * 8;
   for (int64_t i = 0; i < n8; i += 8) _mm256_storeu_ps(dst + i, load8(src, i));
   for (int64_t i = n8; i < n; ++i) dst[i] = static_cast<float>(src[i]);
 }
 
+// rows x K int8 weights times one scale per row, into float32.
+__attribute__((target("avx2,fma"))) void dequantize_i8(const int8_t* src, const float* scale, float* dst, int64_t rows,
+                                                       int64_t K) {
+  const int64_t K8 = K / 8 * 8;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int8_t* q = src + r * K;
+    float* d = dst + r * K;
+    const __m256 s = _mm256_set1_ps(scale[r]);
+    for (int64_t k = 0; k < K8; k += 8) _mm256_storeu_ps(d + k, _mm256_mul_ps(load8(q, k), s));
+    for (int64_t k = K8; k < K; ++k) d[k] = q[k] * scale[r];
+  }
+}
+
 inline float to_float(float v) { return v; }
 inline float to_float(at::BFloat16 v) { return static_cast<float>(v); }
+inline float to_float(int8_t v) { return static_cast<float>(v); }
 
 __attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -52,9 +70,10 @@ __attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
 
 // y (M, N) = x (M, K) W^T (+ b) for M <= kGemvRows: each weight row is read
 // once and multiplied into every row of x. Rows of W are split over threads.
+// `s`: one scale per row of W (int8 weights), or null.
 template <typename W, int M>
-__attribute__((target("avx2,fma"))) void gemv_rows(const float* x, const W* w, const float* b, float* y, int64_t K,
-                                                   int64_t n0, int64_t n1, int64_t N) {
+__attribute__((target("avx2,fma"))) void gemv_rows(const float* x, const W* w, const float* s, const float* b, float* y,
+                                                   int64_t K, int64_t n0, int64_t n1, int64_t N) {
   const int64_t K8 = K / 8 * 8;
   for (int64_t n = n0; n < n1; ++n) {
     const W* row = w + n * K;
@@ -65,36 +84,37 @@ __attribute__((target("avx2,fma"))) void gemv_rows(const float* x, const W* w, c
       for (int m = 0; m < M; ++m) acc[m] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + m * K + k), acc[m]);
     }
     for (int m = 0; m < M; ++m) {
-      float s = hsum(acc[m]);
-      for (int64_t k = K8; k < K; ++k) s += to_float(row[k]) * x[m * K + k];
-      y[m * N + n] = s + (b ? b[n] : 0.f);
+      float sum = hsum(acc[m]);
+      for (int64_t k = K8; k < K; ++k) sum += to_float(row[k]) * x[m * K + k];
+      y[m * N + n] = (s ? sum * s[n] : sum) + (b ? b[n] : 0.f);
     }
   }
 }
 
 template <typename W, int M>
-void gemv_split(const float* x, const W* w, const float* b, float* y, int64_t K, int64_t N) {
+void gemv_split(const float* x, const W* w, const float* s, const float* b, float* y, int64_t K, int64_t N) {
   constexpr int64_t kChunk = 16;  // rows of W per work item
   const int64_t chunks = (N + kChunk - 1) / kChunk;
   const int threads = static_cast<int>(std::min<int64_t>(kernel_threads(), chunks));
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t c = 0; c < chunks; ++c)
-    gemv_rows<W, M>(x, w, b, y, K, c * kChunk, std::min(N, (c + 1) * kChunk), N);
+    gemv_rows<W, M>(x, w, s, b, y, K, c * kChunk, std::min(N, (c + 1) * kChunk), N);
 }
 
 template <typename W>
-void gemv(const float* x, const W* w, const float* b, float* y, int64_t M, int64_t K, int64_t N) {
+void gemv(const float* x, const W* w, const float* s, const float* b, float* y, int64_t M, int64_t K, int64_t N) {
   switch (M) {
-    case 1: return gemv_split<W, 1>(x, w, b, y, K, N);
-    case 2: return gemv_split<W, 2>(x, w, b, y, K, N);
-    case 3: return gemv_split<W, 3>(x, w, b, y, K, N);
-    case 4: return gemv_split<W, 4>(x, w, b, y, K, N);
-    case 5: return gemv_split<W, 5>(x, w, b, y, K, N);
-    case 6: return gemv_split<W, 6>(x, w, b, y, K, N);
-    case 7: return gemv_split<W, 7>(x, w, b, y, K, N);
-    default: return gemv_split<W, 8>(x, w, b, y, K, N);
+    case 1: return gemv_split<W, 1>(x, w, s, b, y, K, N);
+    case 2: return gemv_split<W, 2>(x, w, s, b, y, K, N);
+    case 3: return gemv_split<W, 3>(x, w, s, b, y, K, N);
+    case 4: return gemv_split<W, 4>(x, w, s, b, y, K, N);
+    case 5: return gemv_split<W, 5>(x, w, s, b, y, K, N);
+    case 6: return gemv_split<W, 6>(x, w, s, b, y, K, N);
+    case 7: return gemv_split<W, 7>(x, w, s, b, y, K, N);
+    default: return gemv_split<W, 8>(x, w, s, b, y, K, N);
   }
 }
+
 
 }  // namespace
 
@@ -117,11 +137,13 @@ LinearPath linear_path(const at::Tensor& x, const at::Tensor& weight) {
   const auto wt = weight.scalar_type();
   const bool f32_x = x.scalar_type() == at::kFloat;
   const bool half_w = wt == at::kBFloat16 || wt == at::kHalf;
+  const bool i8_w = wt == at::kChar;
   const bool grad = at::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad());
   if (!x.device().is_cpu() || !weight.device().is_cpu() || grad ||
-      !weight.is_contiguous() || weight.dim() != 2 || !f32_x || !(wt == at::kFloat || half_w))
+      !weight.is_contiguous() || weight.dim() != 2 || !f32_x || !(wt == at::kFloat || half_w || i8_w))
     return LinearPath::kTorch;
   const int64_t rows = x.dim() == 0 ? 0 : x.numel() / std::max<int64_t>(1, x.size(-1));
+  if (i8_w) return rows >= 1 && rows <= kGemvRows && has_avx2_fma() ? LinearPath::kGemvI8 : LinearPath::kDequantI8;
   if (rows >= 1 && rows <= kGemvRows && has_avx2_fma() && wt != at::kHalf)
     return wt == at::kFloat ? LinearPath::kGemvF32 : LinearPath::kGemvBF16;
   if (!half_w) return LinearPath::kTorch;
@@ -134,12 +156,24 @@ const char* linear_path_name(LinearPath p) {
     case LinearPath::kGemvBF16: return "gemv-bf16";
     case LinearPath::kNativeBF16: return "bf16-native-gemm";
     case LinearPath::kWidened: return "widened-fp32-gemm";
+    case LinearPath::kGemvI8: return "gemv-int8";
+    case LinearPath::kDequantI8: return "int8-dequantised-fp32-gemm";
     default: return "torch";
   }
 }
 
-at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& scale) {
   const auto path = linear_path(x, weight);
+  if (weight.scalar_type() == at::kChar) {
+    TORCH_CHECK(scale.defined() && scale.scalar_type() == at::kFloat && scale.dim() == 1 &&
+                    scale.size(0) == weight.size(0) && scale.is_contiguous(),
+                "linear: an int8 weight of ", weight.size(0), " rows needs a contiguous float32 scale per row");
+    if (path == LinearPath::kTorch) {  // another device, autograd: the weight dequantised
+      const auto t = x.scalar_type();
+      const auto w = (weight.to(at::kFloat) * scale.to(weight.device()).unsqueeze(1)).to(t);
+      return at::linear(x, w, bias.defined() ? bias.to(t) : bias);
+    }
+  }
   if (path == LinearPath::kTorch) {
     if (weight.scalar_type() == x.scalar_type()) return at::linear(x, weight, bias);
     // Mixed dtypes the kernels do not take (autograd through 16-bit weights):
@@ -160,7 +194,7 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
     if (b.defined()) y.add_(b);
     return y.view(out_shape);
   }
-  if (path == LinearPath::kWidened) {
+  if (path == LinearPath::kWidened || path == LinearPath::kDequantI8) {
     // Blocks of weight rows widened to float32 into one cache-sized buffer
     // and multiplied by BLAS.
     at::Tensor y;  // only when there are several blocks
@@ -169,7 +203,11 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
     for (int64_t n0 = 0; n0 < N; n0 += rows) {
       const int64_t n1 = std::min(N, n0 + rows);
       auto wb = buf.slice(0, 0, n1 - n0);
-      if (weight.scalar_type() == at::kBFloat16 && has_avx2_fma())
+      if (weight.scalar_type() == at::kChar && has_avx2_fma())
+        dequantize_i8(weight.data_ptr<int8_t>() + n0 * K, scale.data_ptr<float>() + n0, wb.data_ptr<float>(), n1 - n0, K);
+      else if (weight.scalar_type() == at::kChar)
+        wb.copy_(weight.slice(0, n0, n1).to(at::kFloat).mul_(scale.slice(0, n0, n1).unsqueeze(1)));
+      else if (weight.scalar_type() == at::kBFloat16 && has_avx2_fma())
         widen_bf16(weight.data_ptr<at::BFloat16>() + n0 * K, wb.data_ptr<float>(), (n1 - n0) * K);
       else
         wb.copy_(weight.slice(0, n0, n1));
@@ -183,9 +221,11 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
   }
   auto y = at::empty({M, N}, x2.options());
   if (path == LinearPath::kGemvF32)
-    gemv(x2.data_ptr<float>(), weight.data_ptr<float>(), bp, y.data_ptr<float>(), M, K, N);
+    gemv(x2.data_ptr<float>(), weight.data_ptr<float>(), nullptr, bp, y.data_ptr<float>(), M, K, N);
+  else if (path == LinearPath::kGemvI8)
+    gemv(x2.data_ptr<float>(), weight.data_ptr<int8_t>(), scale.data_ptr<float>(), bp, y.data_ptr<float>(), M, K, N);
   else
-    gemv(x2.data_ptr<float>(), weight.data_ptr<at::BFloat16>(), bp, y.data_ptr<float>(), M, K, N);
+    gemv(x2.data_ptr<float>(), weight.data_ptr<at::BFloat16>(), nullptr, bp, y.data_ptr<float>(), M, K, N);
   return y.view(out_shape);
 }
 

@@ -12,6 +12,10 @@
 //   AMX) and the weights are bf16, libtorch's bf16 GEMM (oneDNN) on the rows
 //   rounded to bf16; otherwise the weight is widened to float32 a block of
 //   rows at a time, in cache, and multiplied by BLAS;
+// - int8 weights (--dtype int8: int8 rows with one float32 scale per output
+//   row, see nn/quant.h): the same GEMV kernel widening int8 to float32 for
+//   few rows, and for many rows blocks of rows dequantised into the
+//   cache-sized float32 buffer and multiplied by BLAS;
 // - otherwise libtorch's linear (OpenBLAS for float32).
 #pragma once
 
@@ -25,10 +29,12 @@ namespace blip2::nn {
 constexpr int64_t kGemvRows = 8;
 
 // x (..., K), weight (N, K), bias (N) or undefined -> (..., N) in x's dtype.
-at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias = {});
+// An int8 weight needs `scale` (N) float32: row n of W is weight[n] * scale[n].
+at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias = {},
+                  const at::Tensor& scale = {});
 
 // Which path linear() takes for these operands (for tests and --verbose).
-enum class LinearPath { kTorch, kGemvF32, kGemvBF16, kNativeBF16, kWidened };
+enum class LinearPath { kTorch, kGemvF32, kGemvBF16, kNativeBF16, kWidened, kGemvI8, kDequantI8 };
 LinearPath linear_path(const at::Tensor& x, const at::Tensor& weight);
 const char* linear_path_name(LinearPath p);
 

@@ -9,13 +9,20 @@ LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias) {
   if (with_bias) bias = register_parameter("bias", torch::empty({out}));
 }
 
-torch::Tensor LinearImpl::forward(const torch::Tensor& x) { return nn::linear(x, weight, bias); }
+torch::Tensor LinearImpl::forward(const torch::Tensor& x) { return nn::linear(x, weight, bias, weight_scale); }
 
 EmbeddingImpl::EmbeddingImpl(int64_t num, int64_t dim, int64_t padding_idx) : padding_idx_(padding_idx) {
   weight = register_parameter("weight", torch::empty({num, dim}));
 }
 
 torch::Tensor EmbeddingImpl::forward(const torch::Tensor& ids) {
+  if (weight.scalar_type() == torch::kChar) {  // int8 rows times their scales
+    const auto flat = ids.reshape({-1});
+    auto rows = weight.index_select(0, flat).to(torch::kFloat).mul_(weight_scale.index_select(0, flat).unsqueeze(1));
+    auto shape = ids.sizes().vec();
+    shape.push_back(weight.size(1));
+    return rows.view(shape).to(dtype());
+  }
   auto rows = torch::embedding(weight, ids, padding_idx_);
   return output_dtype && rows.scalar_type() != *output_dtype ? rows.to(*output_dtype) : rows;
 }
@@ -62,10 +69,10 @@ void init_normal(torch::nn::Module& m, double std) {
   torch::NoGradGuard g;
   for (auto& mod : m.modules(/*include_self=*/true)) {
     if (auto* l = mod->as<LinearImpl>()) {
-      l->weight.normal_(0.0, std);
+      if (l->weight.is_floating_point()) l->weight.normal_(0.0, std);  // int8 weights come quantised
       if (l->bias.defined()) l->bias.zero_();
     } else if (auto* e = mod->as<EmbeddingImpl>()) {
-      e->weight.normal_(0.0, std);
+      if (e->weight.is_floating_point()) e->weight.normal_(0.0, std);
     } else if (auto* c = mod->as<PatchConvImpl>()) {
       c->weight.normal_(0.0, std);
       c->bias.zero_();

@@ -20,6 +20,8 @@ class LinearImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x);
   torch::Tensor weight;  // (out, in)
   torch::Tensor bias;    // (out) or undefined
+  // (out) float32 when weight is int8 (nn/quant.h: buffer "weight_scale"), else undefined.
+  torch::Tensor weight_scale;
 };
 TORCH_MODULE(Linear);
 
@@ -29,6 +31,7 @@ class EmbeddingImpl : public torch::nn::Module {
   EmbeddingImpl(int64_t num_embeddings, int64_t dim, int64_t padding_idx = -1);
   torch::Tensor forward(const torch::Tensor& ids);
   torch::Tensor weight;  // (num, dim)
+  torch::Tensor weight_scale;  // (num) float32 when weight is int8 (nn/quant.h), else undefined
   // The dtype of the rows returned when the model computes in another dtype
   // than its matrices are stored in (see compute_in); undefined = weight's.
   std::optional<at::ScalarType> output_dtype;

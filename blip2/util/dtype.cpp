@@ -11,4 +11,11 @@ c10::ScalarType parse_dtype(const std::string& d, const std::string& what) {
   throw ConfigError(what + " '" + d + "' is not supported (float32, bfloat16, float16; or fp32, bf16, fp16)");
 }
 
+c10::ScalarType parse_weight_dtype(const std::string& d, const std::string& what) {
+  if (d == "int8") return c10::kChar;
+  if (d == "float32" || d == "fp32" || d == "bfloat16" || d == "bf16" || d == "float16" || d == "fp16")
+    return parse_dtype(d, what);
+  throw ConfigError(what + " '" + d + "' is not supported (float32, bfloat16, float16, int8; or fp32, bf16, fp16)");
+}
+
 }  // namespace blip2

@@ -11,4 +11,8 @@ namespace blip2 {
 // naming `what` (e.g. "--dtype") and the accepted names otherwise.
 c10::ScalarType parse_dtype(const std::string& name, const std::string& what);
 
+// The dtypes a model's weights can run in: parse_dtype's, plus "int8"
+// (c10::kChar: int8 weight-only quantisation, nn/quant.h).
+c10::ScalarType parse_weight_dtype(const std::string& name, const std::string& what);
+
 }  // namespace blip2

@@ -11,7 +11,7 @@ using nlohmann::json;
 using test::run_cli;
 
 TEST(BenchCliTest, TinyPresetPrintsEveryFieldAsJson) {
-  for (const std::string dtype : {"float32", "bfloat16"}) {
+  for (const std::string dtype : {"float32", "bfloat16", "int8"}) {
     auto r = run_cli("bench --preset tiny --repeats 1 --new-tokens 4 --beams 2 --json --from-file --dtype " + dtype);
     ASSERT_EQ(r.code, 0) << r.err;
     const json j = json::parse(r.out);
@@ -21,11 +21,16 @@ TEST(BenchCliTest, TinyPresetPrintsEveryFieldAsJson) {
       EXPECT_GT(j[k].get<double>(), 0) << k;
     }
     EXPECT_EQ(j["preset"], "tiny");
-    EXPECT_EQ(j["dtype"], dtype == "float32" ? "fp32" : "bf16");
+    EXPECT_EQ(j["dtype"], dtype == "float32" ? "fp32" : dtype == "int8" ? "int8" : "bf16");
     EXPECT_EQ(j["new_tokens"], 4);
     EXPECT_GE(j["threads"].get<int>(), 1);
     // The 16-bit model holds half the bytes of the float32 one (matrices dominate).
     if (dtype == "bfloat16") EXPECT_LT(j["weight_mb"].get<double>(), 0.6);
+    // int8: the vision encoder's and LM's matrices in one byte (the Q-Former stays float32).
+    if (dtype == "int8") {
+      EXPECT_LT(j["lm_weight_mb_per_token"].get<double>(), 0.2);
+      EXPECT_NE(j["compute_path"].get<std::string>().find("int8"), std::string::npos) << j["compute_path"];
+    }
     EXPECT_GE(j["peak_rss_mb"].get<double>(), j["rss_after_load_mb"].get<double>() * 0.5);
   }
 }
