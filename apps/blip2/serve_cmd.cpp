@@ -14,7 +14,8 @@ void add_serve_commands(Registry& r) {
     ModelFlags model;
     std::string retrieval_model, index, web_root;
     std::optional<std::string> host, api_key;
-    std::optional<int> port, max_batch, max_wait_ms, max_queue;
+    std::optional<int> port, max_batch, max_wait_ms, max_queue, max_prompt_chars;
+    std::optional<int64_t> max_pixels;
     std::optional<double> timeout_s, max_body_mb;
   };
   auto c = std::make_shared<Serve>();
@@ -37,6 +38,8 @@ void add_serve_commands(Registry& r) {
     if (c->max_queue) o.max_queue = *c->max_queue;
     if (c->timeout_s) o.timeout_s = *c->timeout_s;
     if (c->max_body_mb) o.max_body_mb = *c->max_body_mb;
+    if (c->max_prompt_chars) o.max_prompt_chars = *c->max_prompt_chars;
+    if (c->max_pixels) o.max_image_pixels = *c->max_pixels;
     return server::serve(o, [](const std::string& url) {
       std::printf("listening on %s\n", url.c_str());
       std::fflush(stdout);
@@ -58,6 +61,12 @@ void add_serve_commands(Registry& r) {
                     "waiting requests before 429 (default " + std::to_string(d.max_queue) + ")");
   serve->add_option("--timeout-s", c->timeout_s, "per-request timeout in seconds, queue wait included (default " + std::to_string(static_cast<int>(d.timeout_s)) + ")");
   serve->add_option("--max-body-mb", c->max_body_mb, "largest request body in MB, 413 above (default " + std::to_string(static_cast<int>(d.max_body_mb)) + ")");
+  serve->add_option("--max-prompt-chars", c->max_prompt_chars,
+                    "longest prompt, question or text in characters, 400 above (default " +
+                        std::to_string(d.max_prompt_chars) + ")");
+  serve->add_option("--max-pixels", c->max_pixels,
+                    "largest decoded image in pixels, checked from its header, 400 above (default " +
+                        std::to_string(d.max_image_pixels) + ")");
   serve->add_option("--web-root", c->web_root, "directory of the web page (default: apps/server/web)");
 }
 

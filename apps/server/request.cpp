@@ -73,7 +73,7 @@ Fields read_fields(const httplib::Request& req) {
                             (type.empty() ? std::string("none") : type) + "'");
   try {
     f.json = json::parse(req.body);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number beyond double (1e999)
     throw ApiError(400, std::string("the body is not valid JSON: ") + e.what());
   }
   if (!f.json.is_object()) throw ApiError(400, std::string("the body must be a JSON object, got ") + json_kind(f.json));

@@ -175,6 +175,8 @@ void check_options(const ServerOptions& o) {
   if (o.max_queue < 1) bad("--max-queue must be at least 1, got " + std::to_string(o.max_queue));
   if (!(o.timeout_s > 0)) bad("--timeout-s must be positive, got " + std::to_string(o.timeout_s));
   if (!(o.max_body_mb > 0)) bad("--max-body-mb must be positive, got " + std::to_string(o.max_body_mb));
+  if (o.max_prompt_chars < 1) bad("--max-prompt-chars must be at least 1, got " + std::to_string(o.max_prompt_chars));
+  if (o.max_image_pixels < 1) bad("--max-pixels must be at least 1, got " + std::to_string(o.max_image_pixels));
 }
 }  // namespace
 

@@ -3,6 +3,7 @@
 #include "apps/server/request.h"
 
 #include <gtest/gtest.h>
+#include <httplib.h>
 
 #include "image_fixtures.h"
 
@@ -108,6 +109,20 @@ TEST(ServerRequestTest, UnknownFieldsAreNamedWithTheAllowedOnes) {
   std::string m;
   EXPECT_EQ(status_of([&] { f.allow_only({"image", "prompt"}, "/v1/caption"); }, &m), 400);
   EXPECT_NE(m.find("unknown field 'colour' for /v1/caption; the fields are: image, prompt"), std::string::npos) << m;
+}
+
+// Found by tests/fuzz/fuzz_server_request: a number beyond double's range is
+// nlohmann's out_of_range, not a parse_error; it was a 500, it is a 400.
+TEST(ServerRequestTest, BodiesThatAreNotJsonObjectsAre400WhateverTheParserSays) {
+  for (const std::string body : {std::string("{\"max_tokens\": 6e641}"), std::string("{\"a\": 1e999999}"),
+                                 std::string("{\"a\":"), std::string("[1, 2]"), std::string("\"x\"")}) {
+    httplib::Request req;
+    req.set_header("Content-Type", "application/json");
+    req.body = body;
+    std::string m;
+    EXPECT_EQ(status_of([&] { server::read_fields(req); }, &m), 400) << body;
+    EXPECT_FALSE(m.empty()) << body;
+  }
 }
 
 }  // namespace
