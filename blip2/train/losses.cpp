@@ -64,7 +64,8 @@ torch::Tensor prefix_lm_loss(Blip2ModelImpl& model, const torch::Tensor& pixel_v
     std::vector<std::string> words;
     for (std::string w; is >> w;) words.push_back(w);
     const int64_t n = static_cast<int64_t>(words.size());
-    const int64_t k = n > 1 ? torch::randint(0, n, {1}, generator).item<int64_t>() : 0;
+    const bool whole = text.empty_prefix > 0 && torch::rand({1}, generator).item<double>() < text.empty_prefix;
+    const int64_t k = n > 1 && !whole ? torch::randint(0, n, {1}, generator).item<int64_t>() : 0;
     std::string pre, suf;
     for (int64_t i = 0; i < n; ++i) (i < k ? pre : suf) += (i < k ? (pre.empty() ? "" : " ") : (suf.empty() ? "" : " ")) + words[i];
     prefixes.push_back(text.prompt.empty() ? pre : (pre.empty() ? text.prompt : text.prompt + " " + pre));

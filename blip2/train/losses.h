@@ -34,14 +34,16 @@ struct Stage2Text {
   const Tokenizer* tokenizer = nullptr;  // the LLM's
   int64_t max_txt_len = 32;              // tokens per text
   std::string prompt;                    // put before each caption, never a target ("a photo of")
+  double empty_prefix = 0;               // prefix LM: fraction of captions not split (whole target)
 };
 
 // The image-to-text objective of stage 2 (paper Sec. 3.3), for the model's
 // LM family. Decoder-only: prompt + caption + "\n"; BOS, prompt and pads are
 // not targets, the last query position predicts the first text token (LAVIS
 // blip2_opt). Encoder-decoder: prefix LM: each caption is split at a random
-// word (from `generator`); prompt + prefix go to the encoder with the visual
-// prompt, the suffix is the decoder's target.
+// word (from `generator`; with probability text.empty_prefix at the first
+// word: the whole caption is the target); prompt + prefix go to the encoder
+// with the visual prompt, the suffix is the decoder's target.
 torch::Tensor caption_lm_loss(Blip2ModelImpl& model, const torch::Tensor& pixel_values,
                               const std::vector<std::string>& captions, const Stage2Text& text,
                               torch::Generator& generator);

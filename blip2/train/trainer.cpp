@@ -211,6 +211,7 @@ std::map<std::string, torch::Tensor> Trainer::losses(const TrainBatch& batch) {
   text.tokenizer = lm_tok_.get();
   text.max_txt_len = config_.max_txt_len;
   text.prompt = config_.prompt;
+  text.empty_prefix = config_.empty_prefix;
   torch::Tensor lm;
   if (config_.mode == TrainMode::kVqa) {
     VqaTargets vqa{batch.questions, batch.captions, batch.image_ids};

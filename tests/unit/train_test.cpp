@@ -5,6 +5,8 @@
 #include <set>
 #include <fstream>
 
+#include "blip2/data/spm_runtime.h"
+#include "blip2/data/text_batch.h"
 #include "blip2/data/tokenizer.h"
 #include "blip2/qformer/qformer.h"
 #include "blip2/train/losses.h"
@@ -480,6 +482,57 @@ TEST(TrainConfigTest, UnknownKeysAndBadValuesAreNamed) {
   EXPECT_EQ(c.max_steps, 7);  // the schedule's total_steps is derived from it by the Trainer, once
   auto again = TrainConfig::from_yaml_string(c.to_yaml(), "roundtrip");
   EXPECT_EQ(again.to_yaml(), c.to_yaml());
+}
+
+// The T5 caption start (issue 11): with objective.empty_prefix = 1 the prefix
+// LM keeps every caption whole (empty prefix: the decoder starts the
+// caption), exactly lm_loss with empty encoder texts; with 0 the split point
+// is drawn and the loss differs for some draw.
+TEST(Stage2LossTest, EmptyPrefixFractionKeepsCaptionsWhole) {
+  test::TempDir dir;
+  {
+    std::ofstream f(dir.file("corpus.txt"));
+    for (int i = 0; i < 200; ++i) f << "a small red circle above a large blue square number " << i * 7919 % 1000 << "\n";
+  }
+  SpmModel::train("--input=" + dir.file("corpus.txt") + " --model_prefix=" + dir.file("spiece") +
+                  " --vocab_size=60 --model_type=unigram --character_coverage=1.0 --pad_id=0 --eos_id=1"
+                  " --unk_id=2 --bos_id=-1 --hard_vocab_limit=false");
+  std::filesystem::remove(dir.file("corpus.txt"));
+  std::filesystem::remove(dir.file("spiece.vocab"));
+  std::ofstream(dir.file("tokenizer_config.json")) << R"({"tokenizer_class": "T5Tokenizer", "extra_ids": 0})";
+  auto tok = load_tokenizer(dir.path());
+  auto mc = test::tiny_config("t5");
+  mc.text.t5.vocab_size = 100;
+  Blip2Parts parts;
+  parts.language = true;
+  Blip2Model m(mc, parts);
+  test::randomize(*m, 4);
+  m->eval();
+  torch::NoGradGuard g;
+  const auto pixels = torch::randn({2, 3, mc.vision.image_size, mc.vision.image_size});
+  const std::vector<std::string> captions{"a small red circle above a large blue square", "a large blue square"};
+  Stage2Text text;
+  text.tokenizer = tok.get();
+  text.empty_prefix = 1;
+  torch::Generator gen = at::detail::createCPUGenerator(3);
+  const auto whole = caption_lm_loss(*m, pixels, captions, text, gen);
+  const int64_t pad = m->language_model->pad_token_id();
+  auto [ids, mask] = tokenize_batch(*tok, {"", ""}, 32, pad);
+  auto [tgt, tmask] = tokenize_batch(*tok, captions, 32, pad);
+  const auto want = lm_loss(*m, pixels, ids, mask, tgt.masked_fill(tmask == 0, -100)).loss;
+  EXPECT_NEAR(whole.item<double>(), want.item<double>(), 1e-6);
+  text.empty_prefix = 0;
+  bool differs = false;
+  for (uint64_t seed = 0; seed < 10 && !differs; ++seed) {
+    torch::Generator g2 = at::detail::createCPUGenerator(seed);
+    differs = std::abs(caption_lm_loss(*m, pixels, captions, text, g2).item<double>() - want.item<double>()) > 1e-4;
+  }
+  EXPECT_TRUE(differs) << "without empty_prefix the captions are split at drawn words";
+  EXPECT_THROW_WITH(TrainConfig::from_yaml_string("stage: 2\nobjective:\n  empty_prefix: 1.5\n", "s.yaml"), ConfigError,
+                    "objective.empty_prefix must be a fraction");
+  EXPECT_THROW_WITH(TrainConfig::from_yaml_string("stage: 1\nobjective:\n  empty_prefix: 0.5\n", "s.yaml"), ConfigError,
+                    "stage-2 option");
+  EXPECT_EQ(TrainConfig::from_yaml_string("stage: 2\nobjective:\n  empty_prefix: 0.25\n", "s.yaml").empty_prefix, 0.25);
 }
 
 TEST(OptimTest, WarmupThenCosineToMinLr) {
