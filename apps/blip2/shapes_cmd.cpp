@@ -12,6 +12,7 @@
 #include "blip2/config/config.h"
 #include "blip2/lm/opt.h"
 #include "blip2/lm/t5.h"
+#include "blip2/shapes/corpus.h"
 #include "blip2/shapes/lm_pretrain.h"
 #include "blip2/shapes/shapes.h"
 #include "blip2/shapes/text_vqa.h"
@@ -28,6 +29,9 @@ struct PretrainFlags {
   int64_t steps = 1000, batch_size = 16, max_len = 64;
   double lr = 1e-3;
   uint64_t seed = 0;
+  // ContextAugment overrides (blip2/shapes/lm_pretrain.h); unset = its default (off).
+  std::optional<double> context_noise, context_mix, context_drop;
+  std::optional<int64_t> context_fill_to;
 };
 
 // Prints the progress of a pretraining run (a bar on a terminal, every 100th
@@ -70,6 +74,10 @@ int pretrain_lm(const PretrainFlags& f) {
   c.max_len = f.max_len;
   c.optim = pretraining_optim(f.lr, f.steps);
   c.seed = f.seed;
+  if (f.context_noise) c.context.noise = *f.context_noise;
+  if (f.context_mix) c.context.mix = *f.context_mix;
+  if (f.context_drop) c.context.drop = *f.context_drop;
+  if (f.context_fill_to) c.context.fill_to = *f.context_fill_to;
   PretrainReporter report(f);
   auto r = pretrain_language_model(c, report.on_step());
   save_language_model(*r.model, f.out, f.tokenizer);
@@ -114,6 +122,15 @@ void add_pretrain_commands(Registry& r) {
   lm->add_option("--corpus", f->corpus, "text file, one text or context<TAB>prompt<TAB>target per line")->required();
   lm->add_option("--max-len", f->max_len, "tokens per text")->capture_default_str();
   lm->add_option("--out", f->out, "output directory (model.safetensors + tokenizer files)")->required();
+  lm->add_option("--context-noise", f->context_noise,
+                 "Gaussian noise on the context slot's input embeddings, as a fraction of their norm (default 0)");
+  lm->add_option("--context-mix", f->context_mix,
+                 "mix each context embedding with another context position's, weight ~ U(0, X) (default 0)");
+  lm->add_option("--context-drop", f->context_drop,
+                 "probability of zeroing a context position's embedding (default 0)");
+  lm->add_option("--context-fill-to", f->context_fill_to,
+                 "insert zero vectors into the context until it has N positions, e.g. the number of queries "
+                 "(default 0: none)");
   vit->add_option("--data", f->data, "a `blip2 shapes generate` directory")->required();
   vit->add_option("--out", f->out, "output .safetensors (vision_model.* weights)")->required();
   vit->add_option("--eval-data", f->eval_data,
@@ -145,7 +162,7 @@ void add_shapes_commands(Registry& r) {
   gen->add_option("--size", g->size, "image side in pixels")->capture_default_str();
 
   struct Corpus {
-    std::string out, vqa_template = OptLanguageModel::kVqaTemplate;
+    std::string out, vqa_template = OptLanguageModel::kVqaTemplate, style = "plain";
     int count = 1000;
     uint64_t seed = 11;
   };
@@ -154,7 +171,8 @@ void add_shapes_commands(Registry& r) {
                        "text-only LM corpus of unrendered train-split scenes: description -> caption, description -> "
                        "VQA-format question -> answer",
                        [c] {
-                         const auto lines = shapes::corpus_lines(c->count, c->seed, c->vqa_template);
+                         const auto lines = shapes::corpus_lines(c->count, c->seed, c->vqa_template,
+                                                                  shapes::parse_corpus_style(c->style));
                          std::string text;
                          for (const auto& l : lines) text += l + "\n";
                          write_atomic(c->out, text);
@@ -164,6 +182,10 @@ void add_shapes_commands(Registry& r) {
   corpus->add_option("--out", c->out, "output text file, one context<TAB>prompt<TAB>target per line")->required();
   corpus->add_option("--count", c->count, "number of scenes")->capture_default_str();
   corpus->add_option("--seed", c->seed, "random seed (use another than the images')")->capture_default_str();
+  corpus->add_option("--style", c->style,
+                     "plain (caption and spec questions under the canonical caption) or varied (plus other "
+                     "description styles and orders, paraphrased and extra questions)")
+      ->capture_default_str();
   corpus->add_option("--template", c->vqa_template,
                      std::string("VQA prompt template, {} = the question (T5: \"") +
                          T5LanguageModel::kVqaTemplate + "\")")

@@ -36,7 +36,65 @@ std::string join(const std::vector<std::string>& w, size_t from, size_t to) {
   return s;
 }
 
+// A [B, L] mask widened with false columns to [B, T] (T >= L).
+torch::Tensor pad_to(const torch::Tensor& m, int64_t T) {
+  return m.size(1) >= T ? m.slice(1, 0, T) : torch::cat({m, torch::zeros({m.size(0), T - m.size(1)}, m.options())}, 1);
+}
+
+// Marks a filler position in a row of ids until the batch is padded.
+constexpr int64_t kFiller = -2;
+
+// Context ids with fillers inserted at random places up to a.fill_to
+// positions, in half the rows (drawn), so the LM reads plain descriptions too.
+std::vector<int64_t> fill_context(std::vector<int64_t> ids, const ContextAugment& a, std::mt19937_64& rng) {
+  if (draw(rng, 2) == 0) return ids;
+  while (static_cast<int64_t>(ids.size()) < a.fill_to)
+    ids.insert(ids.begin() + draw(rng, static_cast<int64_t>(ids.size()) + 1), kFiller);
+  return ids;
+}
+
+// The input embeddings of a padded batch under ContextAugment: `context`
+// [B, T] marks the context positions (fillers included), fillers are the ids
+// equal to kFiller (set to `pad` here). Random draws come from libtorch's
+// seeded generator.
+torch::Tensor embed_with_context(LanguageModel& model, torch::Tensor& ids, const torch::Tensor& context, int64_t pad,
+                                 const ContextAugment& a) {
+  const auto filler = ids == kFiller;
+  ids.masked_fill_(filler, pad);
+  auto e = model.embed_tokens(ids);
+  if (!a.enabled()) return e;
+  const auto ctx = context.unsqueeze(-1).to(e.scalar_type());  // [B, T, 1]
+  const int64_t B = e.size(0), T = e.size(1), D = e.size(2);
+  if (a.mix > 0) {
+    const auto where = context.reshape({-1}).nonzero().reshape({-1});
+    if (where.numel() > 0) {
+      const auto pick = where.index_select(0, torch::randint(where.numel(), {B * T}, torch::kLong));
+      const auto other = e.reshape({-1, D}).index_select(0, pick).reshape({B, T, D});
+      const auto l = torch::rand({B, T, 1}, e.options()) * a.mix;
+      e = e + ctx * l * (other - e);
+    }
+  }
+  if (a.noise > 0) {
+    const auto norm = e.detach().norm(2, -1, true);
+    e = e + ctx * (a.noise / std::sqrt(static_cast<double>(D))) * norm * torch::randn_like(e);
+  }
+  auto zero = filler;
+  if (a.drop > 0) zero = zero | ((torch::rand({B, T}) < a.drop) & context);
+  return e * (~zero).unsqueeze(-1).to(e.scalar_type());
+}
+
 }  // namespace
+
+void ContextAugment::validate() const {
+  if (!(noise >= 0)) throw ConfigError("[pretrain_language_model] context.noise must be >= 0, got " + std::to_string(noise));
+  if (!(mix >= 0 && mix <= 1))
+    throw ConfigError("[pretrain_language_model] context.mix must be in [0, 1], got " + std::to_string(mix));
+  if (!(drop >= 0 && drop < 1))
+    throw ConfigError("[pretrain_language_model] context.drop must be in [0, 1), got " + std::to_string(drop));
+  if (fill_to < 0)
+    throw ConfigError("[pretrain_language_model] context.fill_to must be >= 0 (0 = no fillers), got " +
+                      std::to_string(fill_to));
+}
 
 LmText parse_lm_text(const std::string& line, const std::string& where) {
   const std::vector<std::string> f = text::split_fields(line, '\t');
@@ -64,6 +122,7 @@ LmPretrainResult pretrain_language_model(const LmPretrainConfig& c,
   if (c.steps < 1 || c.batch_size < 1 || c.max_len < 2)
     throw ConfigError("[pretrain_language_model] steps and batch_size must be >= 1 and max_len >= 2");
   c.optim.validate();
+  c.context.validate();
   auto tok = load_tokenizer(c.tokenizer_dir);
 
   torch::manual_seed(c.seed);
@@ -95,27 +154,33 @@ LmPretrainResult pretrain_language_model(const LmPretrainConfig& c,
     torch::Tensor loss;
     if (!t5) {
       // context, BOS, prompt + " " + target + "\n"; BOS and pads are not targets.
-      std::vector<std::vector<int64_t>> rows, targets;
+      std::vector<std::vector<int64_t>> rows, targets, contexts;
       for (int64_t b = 0; b < c.batch_size; ++b) {
         const LmText& t = c.texts[static_cast<size_t>(draw(rng, n))];
         std::vector<int64_t> row = ids_of(t.context, false);
+        if (c.context.fill_to > 0 && !row.empty()) row = fill_context(std::move(row), c.context, rng);
         const size_t bos_at = row.size();
         row.insert(row.end(), bos.begin(), bos.end());
         for (int64_t id : ids_of((t.prompt.empty() ? "" : t.prompt + " ") + t.target + "\n", false)) row.push_back(id);
         if (static_cast<int64_t>(row.size()) > max_len) row.resize(static_cast<size_t>(max_len));
         std::vector<int64_t> target = row;
         for (size_t i = bos_at; i < std::min(bos_at + bos.size(), target.size()); ++i) target[i] = -100;
+        for (auto& id : target)
+          if (id == kFiller) id = -100;
+        contexts.emplace_back(std::min(bos_at, row.size()), 1);
         rows.push_back(std::move(row));
         targets.push_back(std::move(target));
       }
       auto [ids, mask] = pad_batch(rows, pad);
       auto labels = pad_batch(targets, -100).first;
-      auto logits = model.forward(model.embed_tokens(ids), mask, {}, false).logits.to(torch::kFloat);
+      const auto context = pad_batch(contexts, 0, false, true).first.to(torch::kBool);
+      auto embeds = embed_with_context(model, ids, pad_to(context, ids.size(1)), pad, c.context);
+      auto logits = model.forward(embeds, mask, {}, false).logits.to(torch::kFloat);
       const int64_t V = logits.size(2);
       loss = F::cross_entropy(logits.slice(1, 0, logits.size(1) - 1).reshape({-1, V}),
                               labels.slice(1, 1).reshape({-1}), F::CrossEntropyFuncOptions().ignore_index(-100));
     } else {
-      std::vector<std::vector<int64_t>> enc, dec;
+      std::vector<std::vector<int64_t>> enc, dec, contexts;
       for (int64_t b = 0; b < c.batch_size; ++b) {
         const LmText& t = c.texts[static_cast<size_t>(draw(rng, n))];
         std::string prompt = t.prompt, target = t.target;
@@ -126,6 +191,8 @@ LmPretrainResult pretrain_language_model(const LmPretrainConfig& c,
           target = join(w, static_cast<size_t>(k), w.size());
         }
         std::vector<int64_t> e = ids_of(t.context, false);
+        if (c.context.fill_to > 0 && !e.empty()) e = fill_context(std::move(e), c.context, rng);
+        const size_t context_len = e.size();
         for (int64_t id : ids_of(prompt, true)) e.push_back(id);
         std::vector<int64_t> d = ids_of(target, true);
         // Keep the closing </s> when cutting.
@@ -135,13 +202,16 @@ LmPretrainResult pretrain_language_model(const LmPretrainConfig& c,
             r->resize(static_cast<size_t>(max_len));
             r->back() = last;
           }
+        contexts.emplace_back(std::min(context_len, e.size()), 1);
         enc.push_back(std::move(e));
         dec.push_back(std::move(d));
       }
       auto [ids, mask] = pad_batch(enc, pad);
       auto labels = pad_batch(dec, -100).first;
       auto dec_in = model.decoder_input_ids(labels);
-      auto logits = model.forward(model.embed_tokens(ids), mask, dec_in, false).logits.to(torch::kFloat);
+      const auto context = pad_batch(contexts, 0, false, true).first.to(torch::kBool);
+      auto embeds = embed_with_context(model, ids, pad_to(context, ids.size(1)), pad, c.context);
+      auto logits = model.forward(embeds, mask, dec_in, false).logits.to(torch::kFloat);
       loss = F::cross_entropy(logits.reshape({-1, logits.size(2)}), labels.reshape({-1}),
                               F::CrossEntropyFuncOptions().ignore_index(-100));
     }

@@ -39,6 +39,31 @@ LmText parse_lm_text(const std::string& line, const std::string& where);
 // Every non-empty line of a corpus file; InputError naming file:line.
 std::vector<LmText> read_lm_corpus(const std::string& path);
 
+// Context-slot augmentation (issue 11, docs/pretraining.md): perturbs the
+// input embeddings of the context positions only (never BOS, the prompt or
+// the target), so the LM learns to read soft, imperfect descriptions like the
+// Q-Former's queries rather than only exact token embeddings. Every field 0
+// (the default) = off: plain token embeddings and the batches of before.
+struct ContextAugment {
+  // Gaussian noise whose norm is about noise x the embedding's norm:
+  // e + noise * |e| * z / sqrt(width), z ~ N(0, I), per context position.
+  double noise = 0;
+  // Embedding mixing: each context position moves toward the embedding of a
+  // random context position of the batch, (1 - l) e + l e', l ~ U(0, mix).
+  double mix = 0;
+  // Probability that a context position's embedding is replaced by zeros.
+  double drop = 0;
+  // Zero vectors inserted at random places of the context until it has this
+  // many positions, in half the rows (the number of queries: the visual
+  // prompt always has that length, a description 4 to 15 tokens). 0 = none.
+  int64_t fill_to = 0;
+
+  bool enabled() const { return noise > 0 || mix > 0 || drop > 0 || fill_to > 0; }
+  // ConfigError naming the field: noise < 0, mix outside [0, 1], drop
+  // outside [0, 1), fill_to < 0.
+  void validate() const;
+};
+
 struct LmPretrainConfig {
   TextConfig text;            // model_type "opt" or "t5" and its dimensions
   std::string tokenizer_dir;  // a directory load_tokenizer reads
@@ -48,6 +73,7 @@ struct LmPretrainConfig {
   int64_t max_len = 64;  // tokens per sequence (OPT: also capped by max_position_embeddings)
   OptimConfig optim;
   uint64_t seed = 0;
+  ContextAugment context;  // off by default
 };
 
 struct LmPretrainResult {
@@ -61,6 +87,8 @@ struct LmPretrainResult {
 //   OPT: causal LM, pads and BOS ignored, the logits at t predict token t+1
 //        (HF's shift); rows longer than max_len are cut at the end;
 //   T5:  decoder inputs = shift_right(labels).
+// config.context perturbs the context positions' input embeddings (and
+// inserts its fillers, which are never targets).
 // Deterministic for a seed. on_step(step, loss) is called after every step
 // (step counts from 1). ConfigError for an empty corpus or steps/batch < 1.
 LmPretrainResult pretrain_language_model(const LmPretrainConfig& config,

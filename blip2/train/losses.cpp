@@ -51,7 +51,11 @@ torch::Tensor decoder_only_caption_loss(Blip2ModelImpl& model, const torch::Tens
   auto labels = ids.masked_fill(mask == 0, -100);
   labels.slice(1, 0, std::min<int64_t>(prompt_len, labels.size(1))).fill_(-100);
   auto f = model.forward(pixel_values, ids, mask);
-  return decoder_only_loss(f.lm.logits, labels, model.config().num_query_tokens);
+  auto loss = decoder_only_loss(f.lm.logits, labels, model.config().num_query_tokens);
+  if (text.query_embed_reg > 0)
+    loss = loss + text.query_embed_reg *
+                      query_embedding_distance(*model.language_model, f.language_projection, tok.vocab_size());
+  return loss;
 }
 
 // Prefix LM (paper, Sec. 3.3) for encoder-decoder LMs (see caption_lm_loss).
@@ -64,7 +68,8 @@ torch::Tensor prefix_lm_loss(Blip2ModelImpl& model, const torch::Tensor& pixel_v
     std::vector<std::string> words;
     for (std::string w; is >> w;) words.push_back(w);
     const int64_t n = static_cast<int64_t>(words.size());
-    const int64_t k = n > 1 ? torch::randint(0, n, {1}, generator).item<int64_t>() : 0;
+    const bool whole = text.empty_prefix > 0 && torch::rand({1}, generator).item<double>() < text.empty_prefix;
+    const int64_t k = n > 1 && !whole ? torch::randint(0, n, {1}, generator).item<int64_t>() : 0;
     std::string pre, suf;
     for (int64_t i = 0; i < n; ++i) (i < k ? pre : suf) += (i < k ? (pre.empty() ? "" : " ") : (suf.empty() ? "" : " ")) + words[i];
     prefixes.push_back(text.prompt.empty() ? pre : (pre.empty() ? text.prompt : text.prompt + " " + pre));
@@ -78,6 +83,18 @@ torch::Tensor prefix_lm_loss(Blip2ModelImpl& model, const torch::Tensor& pixel_v
 }
 
 }  // namespace
+
+torch::Tensor query_embedding_distance(LanguageModel& lm, const torch::Tensor& queries, int64_t vocab) {
+  if (vocab < 1) throw InputError("[stage2] query_embedding_distance needs a vocabulary of >= 1 token");
+  torch::Tensor E;
+  {
+    torch::NoGradGuard g;
+    E = lm.embed_tokens(torch::arange(vocab, torch::kLong).unsqueeze(0)).squeeze(0).to(torch::kFloat);  // (V, D)
+  }
+  const auto q = queries.to(torch::kFloat).reshape({-1, E.size(1)});                                     // (N, D)
+  const auto d2 = q.pow(2).sum(1, true) - 2 * q.matmul(E.t()) + E.pow(2).sum(1).unsqueeze(0);             // (N, V)
+  return std::get<0>(d2.min(1)).clamp_min(0).mean() / E.pow(2).sum(1).mean();
+}
 
 torch::Tensor caption_lm_loss(Blip2ModelImpl& model, const torch::Tensor& pixel_values,
                               const std::vector<std::string>& captions, const Stage2Text& text,

@@ -34,14 +34,28 @@ struct Stage2Text {
   const Tokenizer* tokenizer = nullptr;  // the LLM's
   int64_t max_txt_len = 32;              // tokens per text
   std::string prompt;                    // put before each caption, never a target ("a photo of")
+  double empty_prefix = 0;               // prefix LM: fraction of captions not split (whole target)
+  double query_embed_reg = 0;            // decoder-only: weight of query_embedding_distance (0 = off)
 };
+
+// How far the projected queries (B, Q, D) lie from the LM's input
+// embeddings: the mean over queries of the squared distance to the nearest
+// embedding among token ids [0, vocab), divided by those embeddings' mean
+// squared norm (0 = every query is a token embedding). The embeddings are
+// constants here: only the queries receive gradients. Issue 11's stage-2
+// regulariser, our addition to the paper: it keeps the queries where the LM
+// reads text.
+torch::Tensor query_embedding_distance(LanguageModel& lm, const torch::Tensor& queries, int64_t vocab);
 
 // The image-to-text objective of stage 2 (paper Sec. 3.3), for the model's
 // LM family. Decoder-only: prompt + caption + "\n"; BOS, prompt and pads are
 // not targets, the last query position predicts the first text token (LAVIS
 // blip2_opt). Encoder-decoder: prefix LM: each caption is split at a random
-// word (from `generator`); prompt + prefix go to the encoder with the visual
-// prompt, the suffix is the decoder's target.
+// word (from `generator`; with probability text.empty_prefix at the first
+// word: the whole caption is the target); prompt + prefix go to the encoder
+// with the visual prompt, the suffix is the decoder's target. Decoder-only
+// with text.query_embed_reg = w > 0: + w * query_embedding_distance of the
+// projected queries (vocab: the tokenizer's).
 torch::Tensor caption_lm_loss(Blip2ModelImpl& model, const torch::Tensor& pixel_values,
                               const std::vector<std::string>& captions, const Stage2Text& text,
                               torch::Generator& generator);

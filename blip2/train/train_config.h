@@ -48,6 +48,14 @@ struct TrainConfig {
   int64_t max_txt_len = 32;
   std::string prompt;               // stage 2: prompt tokens are not targets ("a photo of")
   std::string vqa_template;         // vqa mode: "" = the LLM family's ("Question: {} Answer:")
+  // Stage 2, encoder-decoder LLM (prefix LM): the fraction of captions left
+  // whole, with an empty prefix, so the decoder learns to start a caption
+  // (issue 11). 0 = every split point drawn uniformly over the words.
+  double empty_prefix = 0;
+  // Stage 2, decoder-only LLM: weight of the regulariser pulling the
+  // projected queries toward the LM's input embeddings
+  // (losses.h query_embedding_distance; issue 11). 0 = off.
+  double query_embed_reg = 0;
   bool itc = true, itm = true, itg = true;  // stage-1 ablations
   // Stage 1: pairs whose captions are the same text are positives for ITC and
   // never ITM negatives (a synthetic world where many images share a caption;

@@ -214,6 +214,8 @@ std::map<std::string, torch::Tensor> Trainer::losses(const TrainBatch& batch) {
   text.tokenizer = lm_tok_.get();
   text.max_txt_len = config_.max_txt_len;
   text.prompt = config_.prompt;
+  text.empty_prefix = config_.empty_prefix;
+  text.query_embed_reg = config_.query_embed_reg;
   torch::Tensor lm;
   if (config_.mode == TrainMode::kVqa) {
     VqaTargets vqa{batch.questions, batch.captions, batch.image_ids};

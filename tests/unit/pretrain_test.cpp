@@ -174,6 +174,51 @@ TEST(PretrainTest, TextVqaReadsTheCaptionWhereTheLmLearnedTo) {
   EXPECT_THROW_WITH(evaluate_text_vqa(tok_dir.path(), mc.text, data.path(), o), Error, "model.safetensors");
 }
 
+// Context-slot augmentation (issue 11): noise, mixing, dropped positions and
+// fillers change the batches only when set, keep the run deterministic, and
+// the LM still learns its texts through the perturbed context.
+TEST(PretrainTest, ContextAugmentPerturbsTheContextOnlyWhenSetAndStillLearns) {
+  TempDir dir;
+  test::write_opt_tokenizer(dir.path());
+  auto mc = test::tiny_config("opt");
+  mc.text.opt.vocab_size = 100;
+  LmPretrainConfig c;
+  c.text = mc.text;
+  c.tokenizer_dir = dir.path();
+  for (int i = 0; i < 3; ++i)  // weight the context rows up
+    for (const auto& t : corpus())
+      if (!t.context.empty()) c.texts.push_back(t);
+  c.steps = 3;
+  c.batch_size = 8;
+  c.max_len = 40;
+  c.optim = fast_optim(60, 1e-2);
+  c.seed = 3;
+  const auto plain = pretrain_language_model(c).losses;
+  for (const ContextAugment a : {ContextAugment{0.5, 0, 0, 0}, ContextAugment{0, 0.3, 0, 0},
+                                 ContextAugment{0, 0, 0.3, 0}, ContextAugment{0, 0, 0, 12}}) {
+    c.context = a;
+    const auto r1 = pretrain_language_model(c).losses, r2 = pretrain_language_model(c).losses;
+    EXPECT_EQ(r1, r2) << "deterministic per seed";
+    EXPECT_NE(r1, plain) << "noise " << a.noise << " mix " << a.mix << " drop " << a.drop << " fill " << a.fill_to;
+  }
+  c.context = ContextAugment{0.5, 0.3, 0.1, 12};
+  c.steps = 60;
+  const auto r = pretrain_language_model(c);
+  const double first = mean_of(r.losses, 0, 5), last = mean_of(r.losses, 55, 60);
+  std::cout << "[pretrain] OPT loss with context augmentation " << first << " -> " << last << "\n";
+  EXPECT_LT(last, first - 1.5);
+
+  c.steps = 1;
+  c.context = ContextAugment{-0.1, 0, 0, 0};
+  EXPECT_THROW_WITH(pretrain_language_model(c), ConfigError, "context.noise");
+  c.context = ContextAugment{0, 1.5, 0, 0};
+  EXPECT_THROW_WITH(pretrain_language_model(c), ConfigError, "context.mix");
+  c.context = ContextAugment{0, 0, 1, 0};
+  EXPECT_THROW_WITH(pretrain_language_model(c), ConfigError, "context.drop");
+  c.context = ContextAugment{0, 0, 0, -1};
+  EXPECT_THROW_WITH(pretrain_language_model(c), ConfigError, "context.fill_to");
+}
+
 TEST(PretrainTest, TinyT5LearnsPrefixLmAndLoadsIntoBlip2) {
   TempDir dir, out;
   {
@@ -201,6 +246,15 @@ TEST(PretrainTest, TinyT5LearnsPrefixLmAndLoadsIntoBlip2) {
   const double first = mean_of(r.losses, 0, 5), last = mean_of(r.losses, 55, 60);
   std::cout << "[pretrain] T5 loss " << first << " -> " << last << "\n";
   EXPECT_LT(last, first - 1.0);
+  {  // the encoder's context slot takes the same augmentation
+    LmPretrainConfig a = c;
+    a.steps = 3;
+    const auto plain = pretrain_language_model(a).losses;
+    a.context = ContextAugment{0.5, 0.3, 0.1, 12};
+    const auto aug = pretrain_language_model(a).losses;
+    EXPECT_NE(aug, plain);
+    EXPECT_EQ(pretrain_language_model(a).losses, aug);
+  }
 
   save_language_model(*r.model, out.path(), dir.path());
   auto names = io::load_safetensors(out.file("model.safetensors"));

@@ -1,0 +1,48 @@
+// The varied text-only corpus of the shapes world (issue 11): besides the
+// plain corpus (shapes.h corpus_lines: the canonical caption in the context
+// slot, the spec's questions), texts that make "read the context" one skill
+// instead of one per task: several description styles and object orders in
+// the context slot, and paraphrased and extra questions (sizes, counts per
+// colour or shape, look-ups by size or relation). Only the LM's pretraining
+// reads it; the world spec (captions, evaluation questions) is unchanged.
+// See docs/pretraining.md.
+#pragma once
+
+#include <random>
+#include <string>
+#include <vector>
+
+#include "blip2/shapes/shapes.h"
+
+namespace blip2::shapes {
+
+enum class CorpusStyle {
+  kPlain,   // corpus_lines' texts only (the default)
+  kVaried,  // the plain texts plus varied_scene_lines per scene
+};
+
+// "plain" / "varied".
+const char* corpus_style_name(CorpusStyle style);
+// The inverse; ConfigError listing both names otherwise.
+CorpusStyle parse_corpus_style(const std::string& name);
+
+// The descriptions of a scene the varied corpus puts in the context slot:
+// its reference captions, then its objects as a list ("X", "X and Y",
+// "X, Y and Z") in a random order drawn from rng.
+std::vector<std::string> scene_descriptions(const Scene& scene, std::mt19937_64& rng);
+
+// The extra corpus lines of one scene ("context<TAB>prompt<TAB>target", as
+// corpus_lines): each spec question again under a description drawn from
+// scene_descriptions, and the paraphrased / extra questions that are well
+// defined for the scene (vqa_template around each), one-word answers, each
+// under a drawn description. Deterministic for the rng state.
+std::vector<std::string> varied_scene_lines(const Scene& scene, std::mt19937_64& rng, Split split,
+                                            const std::string& vqa_template);
+
+// corpus_lines(count, seed, vqa_template) (shapes.h) and, for kVaried,
+// varied_scene_lines of the same `count` scenes appended (their draws from a
+// stream of their own, so the plain lines stay exactly the plain corpus).
+// ConfigError as corpus_lines.
+std::vector<std::string> corpus_lines(int count, uint64_t seed, const std::string& vqa_template, CorpusStyle style);
+
+}  // namespace blip2::shapes
