@@ -47,6 +47,17 @@ const char* json_kind(const json& v) {
   return "null";
 }
 
+// A multipart form field is a string; read it as the JSON value it spells
+// ("7", "0.5", "true") when it is one, else keep the string.
+json value_of(const json& v, bool multipart) {
+  if (!multipart || !v.is_string()) return v;
+  try {
+    return json::parse(v.get<std::string>());
+  } catch (const json::exception&) {  // parse_error, or out_of_range for "1e999"
+    return v;
+  }
+}
+
 [[noreturn]] void wrong_type(const std::string& key, const char* expected, const json& got) {
   throw ApiError(400, "field '" + key + "' must be " + expected + ", got " + json_kind(got));
 }
@@ -99,13 +110,7 @@ std::optional<std::string> Fields::text(const std::string& key) const {
 
 std::optional<int64_t> Fields::integer(const std::string& key, int64_t lo, int64_t hi) const {
   if (!has(key)) return std::nullopt;
-  nlohmann::json v = json.at(key);
-  if (multipart && v.is_string()) {
-    try {
-      v = nlohmann::json::parse(v.get<std::string>());
-    } catch (const json::parse_error&) {
-    }
-  }
+  nlohmann::json v = value_of(json.at(key), multipart);
   if (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>() && std::abs(v.get<double>()) < 1e15)
     v = static_cast<int64_t>(v.get<double>());
   if (!v.is_number_integer()) wrong_type(key, "an integer", v);
@@ -119,13 +124,7 @@ std::optional<int64_t> Fields::integer(const std::string& key, int64_t lo, int64
 
 std::optional<double> Fields::number(const std::string& key, double lo, double hi) const {
   if (!has(key)) return std::nullopt;
-  nlohmann::json v = json.at(key);
-  if (multipart && v.is_string()) {
-    try {
-      v = nlohmann::json::parse(v.get<std::string>());
-    } catch (const json::parse_error&) {
-    }
-  }
+  nlohmann::json v = value_of(json.at(key), multipart);
   if (!v.is_number()) wrong_type(key, "a number", v);
   const double x = v.get<double>();
   if (!(x >= lo && x <= hi))

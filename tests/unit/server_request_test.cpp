@@ -123,6 +123,11 @@ TEST(ServerRequestTest, BodiesThatAreNotJsonObjectsAre400WhateverTheParserSays) 
     EXPECT_EQ(status_of([&] { server::read_fields(req); }, &m), 400) << body;
     EXPECT_FALSE(m.empty()) << body;
   }
+  Fields form;  // multipart fields are strings read as the JSON value they spell
+  form.multipart = true;
+  form.json = {{"max_tokens", "1e999"}, {"temperature", "0.5"}};
+  EXPECT_EQ(status_of([&] { form.integer("max_tokens", 1, 100); }), 400);
+  EXPECT_EQ(form.number("temperature", 0, 2).value(), 0.5);
 }
 
 }  // namespace
