@@ -117,6 +117,9 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_files(const std::string& vocab_
     throw ConfigError("[BpeTokenizer] " + vocab_json + " is not valid JSON: line " +
                       std::to_string(text::line_of_offset(vocab_text, e.byte == 0 ? 0 : e.byte - 1)) + ": " +
                       e.what() + "; expected a JSON object {token: id}");
+  } catch (const nlohmann::json::exception& e) {  // out_of_range: a number beyond double (1e999)
+    throw ConfigError("[BpeTokenizer] " + vocab_json + " is not valid JSON: " + e.what() +
+                      "; expected a JSON object {token: id}");
   }
   std::unordered_map<std::string, int64_t> vocab = vocab_from_json(j, vocab_json);
 

@@ -74,6 +74,8 @@ void CaptionDataset::parse(const std::string& text) {
   } catch (const json::parse_error& e) {
     throw InputError(where + ": not valid JSON at byte " + std::to_string(e.byte) + " (counting from 1; " + e.what() +
                      "); expected a JSON list of annotation records, fix the file");
+  } catch (const json::exception& e) {  // out_of_range: a number beyond double (1e999)
+    throw InputError(where + ": not valid JSON (" + e.what() + "); expected a JSON list of annotation records, fix the file");
   }
   if (!doc.is_array()) {
     throw InputError(where + ": the top-level value is a JSON " + json_type(doc) +

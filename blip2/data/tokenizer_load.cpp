@@ -35,6 +35,8 @@ json parse_json_file(const std::string& path, const std::string& what) {
     throw ConfigError("[Tokenizer] " + path + " is not valid JSON: line " +
                       std::to_string(text::line_of_offset(s, e.byte == 0 ? 0 : e.byte - 1)) + ": " + e.what() +
                       "; fix the file or remove it");
+  } catch (const json::exception& e) {  // out_of_range: a number beyond double (1e999)
+    throw ConfigError("[Tokenizer] " + path + " is not valid JSON: " + e.what() + "; fix the file or remove it");
   }
 }
 

@@ -397,6 +397,8 @@ struct WebDatasetReader::Impl {
         j = json::parse(js->second.begin(), js->second.end());
       } catch (const json::parse_error& e) {
         return "has an invalid .json member (byte " + std::to_string(e.byte) + ")";
+      } catch (const json::exception& e) {  // out_of_range: a number beyond double (1e999)
+        return std::string("has an invalid .json member (") + e.what() + ")";
       }
       if (!j.is_object()) return "has a .json member that is a " + std::string(j.type_name()) + ", not an object";
       for (const char* field : {"caption", "text"}) {

@@ -34,7 +34,7 @@ json read_json_list(const std::string& data_dir, const std::string& name, const 
   json j;
   try {
     j = json::parse(ss.str());
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     throw InputError("'" + path.string() + "' is not valid JSON (" + e.what() + "); regenerate it");
   }
   if (!j.is_array())
