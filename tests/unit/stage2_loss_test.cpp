@@ -1,0 +1,126 @@
+// Stage-2 objectives of train/losses beyond the plain LM loss: the T5
+// prefix LM's empty-prefix fraction and the query-embedding regulariser.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "blip2/data/spm_runtime.h"
+#include "blip2/data/text_batch.h"
+#include "blip2/data/tokenizer.h"
+#include "blip2/train/losses.h"
+#include "blip2/train/train_config.h"
+#include "blip2/util/error.h"
+#include "e2e_util.h"
+#include "model_fixtures.h"
+#include "test_util.h"
+
+namespace blip2 {
+namespace {
+
+// The T5 caption start (issue 11): with objective.empty_prefix = 1 the prefix
+// LM keeps every caption whole (empty prefix: the decoder starts the
+// caption), exactly lm_loss with empty encoder texts; with 0 the split point
+// is drawn and the loss differs for some draw.
+TEST(Stage2LossTest, EmptyPrefixFractionKeepsCaptionsWhole) {
+  test::TempDir dir;
+  {
+    std::ofstream f(dir.file("corpus.txt"));
+    for (int i = 0; i < 200; ++i) f << "a small red circle above a large blue square number " << i * 7919 % 1000 << "\n";
+  }
+  SpmModel::train("--input=" + dir.file("corpus.txt") + " --model_prefix=" + dir.file("spiece") +
+                  " --vocab_size=60 --model_type=unigram --character_coverage=1.0 --pad_id=0 --eos_id=1"
+                  " --unk_id=2 --bos_id=-1 --hard_vocab_limit=false");
+  std::filesystem::remove(dir.file("corpus.txt"));
+  std::filesystem::remove(dir.file("spiece.vocab"));
+  std::ofstream(dir.file("tokenizer_config.json")) << R"({"tokenizer_class": "T5Tokenizer", "extra_ids": 0})";
+  auto tok = load_tokenizer(dir.path());
+  auto mc = test::tiny_config("t5");
+  mc.text.t5.vocab_size = 100;
+  Blip2Parts parts;
+  parts.language = true;
+  Blip2Model m(mc, parts);
+  test::randomize(*m, 4);
+  m->eval();
+  torch::NoGradGuard g;
+  const auto pixels = torch::randn({2, 3, mc.vision.image_size, mc.vision.image_size});
+  const std::vector<std::string> captions{"a small red circle above a large blue square", "a large blue square"};
+  Stage2Text text;
+  text.tokenizer = tok.get();
+  text.empty_prefix = 1;
+  torch::Generator gen = at::detail::createCPUGenerator(3);
+  const auto whole = caption_lm_loss(*m, pixels, captions, text, gen);
+  const int64_t pad = m->language_model->pad_token_id();
+  auto [ids, mask] = tokenize_batch(*tok, {"", ""}, 32, pad);
+  auto [tgt, tmask] = tokenize_batch(*tok, captions, 32, pad);
+  const auto want = lm_loss(*m, pixels, ids, mask, tgt.masked_fill(tmask == 0, -100)).loss;
+  EXPECT_NEAR(whole.item<double>(), want.item<double>(), 1e-6);
+  text.empty_prefix = 0;
+  bool differs = false;
+  for (uint64_t seed = 0; seed < 10 && !differs; ++seed) {
+    torch::Generator g2 = at::detail::createCPUGenerator(seed);
+    differs = std::abs(caption_lm_loss(*m, pixels, captions, text, g2).item<double>() - want.item<double>()) > 1e-4;
+  }
+  EXPECT_TRUE(differs) << "without empty_prefix the captions are split at drawn words";
+  EXPECT_THROW_WITH(TrainConfig::from_yaml_string("stage: 2\nobjective:\n  empty_prefix: 1.5\n", "s.yaml"), ConfigError,
+                    "objective.empty_prefix must be a fraction");
+  EXPECT_THROW_WITH(TrainConfig::from_yaml_string("stage: 1\nobjective:\n  empty_prefix: 0.5\n", "s.yaml"), ConfigError,
+                    "stage-2 option");
+  EXPECT_EQ(TrainConfig::from_yaml_string("stage: 2\nobjective:\n  empty_prefix: 0.25\n", "s.yaml").empty_prefix, 0.25);
+}
+
+// The stage-2 regulariser (issue 11): zero for queries that are token
+// embeddings, positive off them, added to the OPT caption loss with its
+// weight, and its gradient moves queries toward the embeddings.
+TEST(Stage2LossTest, QueryEmbeddingDistancePullsQueriesTowardTokenEmbeddings) {
+  test::TempDir dir;
+  test::write_opt_tokenizer(dir.path());
+  auto tok = load_tokenizer(dir.path());
+  auto mc = test::tiny_config("opt");
+  mc.text.opt.vocab_size = 100;
+  Blip2Parts parts;
+  parts.language = true;
+  Blip2Model m(mc, parts);
+  test::randomize(*m, 6);
+  m->eval();
+  auto& lm = *m->language_model;
+  const int64_t V = tok->vocab_size();
+  const auto E = lm.embed_tokens(torch::arange(V, torch::kLong).unsqueeze(0)).squeeze(0).detach();
+  const auto on = E.index_select(0, torch::tensor({1, 5, 7}, torch::kLong)).unsqueeze(0);  // (1, 3, D)
+  EXPECT_NEAR(query_embedding_distance(lm, on, V).item<double>(), 0.0, 1e-5);
+  const auto off = on + 0.5 * torch::randn_like(on);
+  EXPECT_GT(query_embedding_distance(lm, off, V).item<double>(), 1e-3);
+
+  const auto pixels = torch::randn({2, 3, mc.vision.image_size, mc.vision.image_size});
+  const std::vector<std::string> captions{"a red circle", "a blue square below"};
+  Stage2Text text;
+  text.tokenizer = tok.get();
+  torch::Generator gen = at::detail::createCPUGenerator(1);
+  double plain, reg, dist;
+  {
+    torch::NoGradGuard g;
+    plain = caption_lm_loss(*m, pixels, captions, text, gen).item<double>();
+    text.query_embed_reg = 0.3;
+    reg = caption_lm_loss(*m, pixels, captions, text, gen).item<double>();
+    auto [ids, mask] = tokenize_batch(*tok, captions, 32, lm.pad_token_id());
+    dist = query_embedding_distance(lm, m->forward(pixels, ids, mask).language_projection, V).item<double>();
+  }
+  EXPECT_GT(dist, 0.0);
+  EXPECT_NEAR(reg, plain + 0.3 * dist, 1e-5);
+
+  auto q = off.clone().requires_grad_(true);
+  torch::optim::SGD sgd({q}, torch::optim::SGDOptions(0.5));
+  const double before = query_embedding_distance(lm, q, V).item<double>();
+  for (int i = 0; i < 20; ++i) {
+    sgd.zero_grad();
+    query_embedding_distance(lm, q, V).backward();
+    sgd.step();
+  }
+  EXPECT_LT(query_embedding_distance(lm, q, V).item<double>(), before / 2);
+  EXPECT_THROW_WITH(TrainConfig::from_yaml_string("stage: 2\nobjective:\n  query_embed_reg: -1\n", "s.yaml"),
+                    ConfigError, "objective.query_embed_reg must be >= 0");
+}
+
+}  // namespace
+}  // namespace blip2
