@@ -43,6 +43,27 @@ std::string exe_dir() {
   return ec ? std::string() : p.parent_path().string();
 }
 
+// ASan refuses dlopen(RTLD_DEEPBIND) (google/sanitizers#611). In a sanitized
+// build the shim goes into a link namespace of its own instead (dlmopen): it
+// and sentencepiece get their own copies of libstdc++ and protobuf there, the
+// same isolation by other means. The shim must then be uninstrumented
+// (shims/sentencepiece/CMakeLists.txt); only C types and callbacks cross.
+#if defined(__SANITIZE_ADDRESS__)
+#define BLIP2_SPM_OWN_NAMESPACE 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define BLIP2_SPM_OWN_NAMESPACE 1
+#endif
+#endif
+
+void* open_shim(const std::string& path) {
+#ifdef BLIP2_SPM_OWN_NAMESPACE
+  return ::dlmopen(LM_ID_NEWLM, path.c_str(), RTLD_NOW | RTLD_LOCAL);
+#else
+  return ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+#endif
+}
+
 // Loads the shim once per process; throws ConfigError listing where it looked.
 const SpmModel::Api* api() {
   static std::once_flag once;
@@ -53,7 +74,7 @@ const SpmModel::Api* api() {
     std::string tried;
     void* h = nullptr;
     for (const auto& c : SpmModel::shim_candidates()) {
-      h = ::dlopen(c.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+      h = open_shim(c);
       if (h) break;
       const char* e = ::dlerror();
       tried += "\n  " + c + ": " + (e ? e : "not loadable");

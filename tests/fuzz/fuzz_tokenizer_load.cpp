@@ -1,5 +1,6 @@
 // Tokenizer directories: the files of a BPE (vocab.json, merges.txt), a
-// WordPiece (vocab.txt) or a tokenizer.json tokenizer, with
+// WordPiece (vocab.txt), a tokenizer.json or a SentencePiece (spiece.model;
+// sentencepiece itself is not instrumented: crashes only) tokenizer, with
 // tokenizer_config.json, packed into one input as parts separated by the
 // line "--8<--". Whatever loads must encode and decode.
 #include <filesystem>
@@ -14,8 +15,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   fs::remove_all(dir);
   fs::create_directories(dir);
   const auto parts = blip2::fuzz::split_parts(data + 1, size - 1, 3);
-  static const char* const kinds[][2] = {{"vocab.json", "merges.txt"}, {"vocab.txt", ""}, {"tokenizer.json", ""}};
-  const auto& kind = kinds[data[0] % 3];
+  static const char* const kinds[][2] = {
+      {"vocab.json", "merges.txt"}, {"vocab.txt", ""}, {"tokenizer.json", ""}, {"spiece.model", ""}};
+  const auto& kind = kinds[data[0] % 4];
   auto put = [&](const char* name, size_t i) {
     if (*name && i < parts.size()) blip2::fuzz::write_file("tok/" + std::string(name), parts[i]);
   };

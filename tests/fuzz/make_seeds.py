@@ -73,6 +73,8 @@ put("tokenizer_load", "bpe", b"\x00" + read("models", "shapes", "opt", "vocab.js
     read("models", "shapes", "opt", "merges.txt") + SEP + read("models", "shapes", "opt", "tokenizer_config.json"))
 put("tokenizer_load", "wordpiece", b"\x01" + read("models", "shapes", "retrieval", "vocab.txt") + SEP +
     read("models", "shapes", "retrieval", "tokenizer_config.json"))
+put("tokenizer_load", "sentencepiece", b"\x03" + read("models", "shapes", "t5", "spiece.model") + SEP +
+    read("models", "shapes", "t5", "tokenizer_config.json"))
 vocab = json.loads(read("models", "shapes", "opt", "vocab.json"))
 merges = [l for l in read("models", "shapes", "opt", "merges.txt").decode().splitlines()[1:] if l]
 put("tokenizer_load", "fast", b"\x02" + json.dumps({
