@@ -200,6 +200,11 @@ std::string unusable(const std::string& path, const json& fingerprint, uint64_t 
 // A fresh, empty part: header + sparse slots, written to a temporary name,
 // fsync'ed and renamed into place.
 void create_part(const std::string& path, const std::string& fingerprint, uint64_t header_bytes, uint64_t total_bytes) {
+  // Temporary files of this part that a killed run left behind.
+  std::error_code ec;
+  const std::string stem = fs::path(path).filename().string() + ".tmp-";
+  for (const auto& e : fs::directory_iterator(fs::path(path).parent_path(), ec))
+    if (e.path().filename().string().rfind(stem, 0) == 0) fs::remove(e.path(), ec);
   const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
   const int fd = ::open(tmp.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644);
   if (fd < 0)
@@ -253,11 +258,10 @@ std::unique_ptr<FeatureCache> FeatureCache::open(const std::string& dir, Feature
   const uint64_t total = c->header_bytes_ + static_cast<uint64_t>(c->spec_.slots) * c->slot_bytes_;
   const std::string fp = c->spec_.fingerprint.dump();
   const std::string own = (fs::path(dir) / ("part-" + std::to_string(rank) + ".bin")).string();
-  const std::string why = fs::exists(own) ? unusable(own, c->spec_.fingerprint, total) : "does not exist";
-  if (!why.empty()) {
-    if (why != "does not exist") say("feature cache '" + own + "' " + why + "; rebuilding it");
-    create_part(own, fp, c->header_bytes_, total);
-  }
+  const bool exists = fs::exists(own);
+  const std::string why = exists ? unusable(own, c->spec_.fingerprint, total) : "";
+  if (exists && !why.empty()) say("feature cache '" + own + "' " + why + "; rebuilding it");
+  if (!exists || !why.empty()) create_part(own, fp, c->header_bytes_, total);
   c->own_ = std::make_unique<Part>();
   c->own_->path = own;
   c->own_->fd = ::open(own.c_str(), O_RDWR | O_CLOEXEC);

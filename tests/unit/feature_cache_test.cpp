@@ -20,6 +20,7 @@
 #include "model_fixtures.h"
 #include "test_util.h"
 #include "tmpfs_util.h"
+#include "train_fixtures.h"
 
 namespace blip2 {
 namespace {
@@ -64,16 +65,7 @@ class RecordSource : public BatchSource {
 class FeatureCacheTrainTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::ofstream v(dir_.file("vocab.txt"));
-    for (const char* t : {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "blue", "green", "circle",
-                          "square", "star", "small", "large", "[DEC]"})
-      v << t << "\n";
-    v.close();
-    std::ofstream(dir_.file("config.json")) << test::tiny_config("opt").to_json_string();
-    cfg_.stage = 1;
-    cfg_.model_config = dir_.file("config.json");
-    cfg_.qformer_tokenizer = dir_.path();
-    cfg_.batch_size = 4;
+    cfg_ = test::tiny_stage1_recipe(dir_.path());
     cfg_.max_steps = 6;  // 3 epochs
     cfg_.optim.lr = 2e-3;
     cfg_.optim.warmup_steps = 1;
@@ -117,6 +109,16 @@ class FeatureCacheTrainTest : public ::testing::Test {
       EXPECT_EQ(a.steps[i].loss_lm, b.steps[i].loss_lm) << "step " << i + 1;
     }
   }
+  // Training with a fresh cache gives the losses training without one gives.
+  Run expect_exact_with_a_fresh_cache(int64_t computed, int64_t hits) {
+    const Run plain = train("plain", "");
+    const Run cached = train("cached", "cache");
+    expect_same_losses(plain, cached);
+    EXPECT_EQ(cached.stats.computed, computed);
+    EXPECT_EQ(cached.stats.hits, hits);
+    EXPECT_EQ(cached.stats.rejected, 0);
+    return cached;
+  }
   static std::string joined(const std::vector<std::string>& lines) {
     std::string s;
     for (const auto& l : lines) s += l + "\n";
@@ -129,12 +131,7 @@ class FeatureCacheTrainTest : public ::testing::Test {
 };
 
 TEST_F(FeatureCacheTrainTest, Stage1LossesAreBitExactAndLaterEpochsReadTheCache) {
-  const Run plain = train("plain", "");
-  const Run cached = train("cached", "cache");
-  expect_same_losses(plain, cached);
-  EXPECT_EQ(cached.stats.computed, 8);  // epoch 1
-  EXPECT_EQ(cached.stats.hits, 16);     // epochs 2 and 3
-  EXPECT_EQ(cached.stats.rejected, 0);
+  const Run cached = expect_exact_with_a_fresh_cache(8, 16);  // epoch 1 computed, epochs 2 and 3 read back
   EXPECT_TRUE(fs::exists(dir_.file("cache/part-0.bin")));
   ASSERT_FALSE(cached.notices.empty());
   EXPECT_NE(cached.notices[0].find("0 of 8 images cached"), std::string::npos) << cached.notices[0];
@@ -143,11 +140,7 @@ TEST_F(FeatureCacheTrainTest, Stage1LossesAreBitExactAndLaterEpochsReadTheCache)
 TEST_F(FeatureCacheTrainTest, ABf16TowerIsCachedInBf16AndStaysExact) {
   cfg_.bf16 = true;
   cfg_.max_steps = 4;
-  const Run plain = train("plain", "");
-  const Run cached = train("cached", "cache");
-  expect_same_losses(plain, cached);
-  EXPECT_EQ(cached.stats.hits, 8);
-  EXPECT_EQ(cached.dtype, torch::kBFloat16);
+  EXPECT_EQ(expect_exact_with_a_fresh_cache(8, 8).dtype, torch::kBFloat16);
 }
 
 TEST_F(FeatureCacheTrainTest, ANewRunAndAResumedRunReadEveryImageFromTheCache) {
@@ -221,11 +214,7 @@ TEST_F(FeatureCacheTrainTest, Stage2LossesAreBitExactWithTheCache) {
   cfg_.stage = 2;
   cfg_.lm_tokenizer = dir_.file("t5");
   cfg_.max_steps = 4;
-  const Run plain = train("plain", "");
-  const Run cached = train("cached", "cache");
-  expect_same_losses(plain, cached);
-  EXPECT_EQ(cached.stats.computed, 8);
-  EXPECT_EQ(cached.stats.hits, 8);
+  expect_exact_with_a_fresh_cache(8, 8);
 }
 
 TEST_F(FeatureCacheTrainTest, TheRecipeRefusesAugmentationATrainedTowerAndStreams) {
@@ -333,9 +322,11 @@ TEST(FeatureCacheTest, TruncatedOrForeignPartsAreRebuilt) {
     EXPECT_NE(notice.find("1 of 4 images cached"), std::string::npos) << notice;
   }
   fs::resize_file(part, fs::file_size(part) - 100);
+  std::ofstream(part + ".tmp-99999") << "left by a killed rebuild";
   {
     auto [c, notice] = reopen();
     EXPECT_NE(notice.find("(truncated?); rebuilding it"), std::string::npos) << notice;
+    EXPECT_FALSE(fs::exists(part + ".tmp-99999"));
     EXPECT_FALSE(c->get(2).defined());
     c->put(2, f);
   }
