@@ -139,10 +139,11 @@ FeatureCacheSpec FeatureCacheSpec::of(Blip2ModelImpl& model, const DatasetImages
     s.record_slot.push_back(it->second);
     if (!fresh) continue;
     ++s.slots;
-    std::error_code ec;
-    const auto size = fs::file_size(path, ec);
-    const auto mtime = fs::last_write_time(path, ec).time_since_epoch().count();
-    files = hash_string(path + " " + std::to_string(ec ? 0 : size) + " " + std::to_string(ec ? 0 : mtime), files);
+    std::error_code size_ec, time_ec;  // a file that cannot be read counts as size 0, time 0
+    const auto size = fs::file_size(path, size_ec);
+    const auto mtime = fs::last_write_time(path, time_ec).time_since_epoch().count();
+    files = hash_string(path + " " + std::to_string(size_ec ? 0 : size) + " " + std::to_string(time_ec ? 0 : mtime),
+                        files);
   }
   s.fingerprint = {{"format", 1},
                    {"vision_config", json::parse(model.config().to_json_string()).at("vision_config")},
