@@ -389,5 +389,29 @@ TEST(FeatureCacheTest, ADiskTooSmallIsRefusedUpFrontWithTheSpaceNeeded) {
                     "needs 3.2 MB more for 3 uncached images (1.1 MB each)");
 }
 
+TEST(FeatureCacheTest, ADiskThatFillsUpLaterStopsCachingNotTraining) {
+  test::TempDir dir;
+  test::TmpfsDir small(dir.file("small"), 512 * 1024);
+  if (!small.mounted()) GTEST_SKIP() << "no tmpfs: " << small.error();
+  auto spec = small_spec(3);
+  spec.shape = {16, 1024};  // 64 KiB an image: 3 fit
+  std::vector<std::string> notices;
+  auto c = FeatureCache::open(dir.file("small/cache"), spec, 0, {}, [&](const std::string& s) { notices.push_back(s); });
+  {
+    // Something else fills the disk.
+    std::ofstream filler(dir.file("small/filler"), std::ios::binary);
+    const std::string mb(1 << 20, 'x');
+    filler.write(mb.data(), static_cast<std::streamsize>(mb.size()));
+  }
+  const auto f = torch::randn({16, 1024});
+  c->put(0, f);
+  c->put(1, f);
+  ASSERT_EQ(notices.size(), 2u);
+  EXPECT_NE(notices[1].find("writing failed (No space left on device); training goes on"), std::string::npos)
+      << notices[1];
+  EXPECT_FALSE(c->get(0).defined());
+  EXPECT_FALSE(c->get(1).defined());
+}
+
 }  // namespace
 }  // namespace blip2
