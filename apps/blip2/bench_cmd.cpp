@@ -37,6 +37,9 @@ void add_bench_commands(Registry& r) {
   b->add_option("--new-tokens", f->options.new_tokens,
                 "tokens generated, forced (default " + std::to_string(d.new_tokens) + ")");
   b->add_option("--beams", f->options.beams, "beams of the beam-search caption (default " + std::to_string(d.beams) + ")");
+  b->add_option("--train-batch", f->options.train_batch,
+                "images per stage-1 training step, timed with and without the feature cache (0 = skip; default " +
+                    std::to_string(d.train_batch) + ")");
   b->add_flag("--from-file", f->options.from_file, "write the checkpoint to a temporary directory and time loading it");
   b->add_flag("--json", f->json, "print one JSON object");
 }

@@ -51,6 +51,10 @@ int run_train(const TrainFlags& f) {
       std::fprintf(stderr, "no checkpoint in %s: starting from scratch\n", cfg.output_dir.c_str());
     }
   }
+  trainer.on_notice = [&](const std::string& s) {
+    if (coll.world_size() > 1) std::fprintf(stderr, "[rank %d] %s\n", coll.rank(), s.c_str());
+    else std::fprintf(stderr, "%s\n", s.c_str());
+  };
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t start = trainer.step();
   StepMetrics last;
@@ -74,6 +78,10 @@ int run_train(const TrainFlags& f) {
                 "metrics %s/metrics.jsonl\n",
                 static_cast<long long>(trainer.step() - start), format_duration(el).c_str(), last.loss,
                 last.loss_itc, last.loss_itm, last.loss_lm, cfg.output_dir.c_str(), cfg.output_dir.c_str());
+    if (const auto* cache = trainer.feature_cache())
+      std::printf("feature cache %s: this process read %lld images back, computed %lld, recomputed %lld damaged\n",
+                  cfg.feature_cache.c_str(), static_cast<long long>(cache->stats().hits),
+                  static_cast<long long>(cache->stats().computed), static_cast<long long>(cache->stats().rejected));
   }
   return 0;
 }

@@ -79,6 +79,8 @@ void BenchOptions::validate() const {
   if (new_tokens < 1 || new_tokens > 1000)
     throw ConfigError("--new-tokens must be in 1..1000, got " + std::to_string(new_tokens));
   if (beams < 1 || beams > 64) throw ConfigError("--beams must be in 1..64, got " + std::to_string(beams));
+  if (train_batch < 0 || train_batch > 256)
+    throw ConfigError("--train-batch must be in 0..256 (0 = no training steps), got " + std::to_string(train_batch));
 }
 
 namespace {
@@ -226,11 +228,13 @@ BenchResult run_benchmark(const BenchOptions& options, void (*log)(const std::st
   }
   r.rss_after_load_mb = resident_memory_kb() / 1024.0;
   r.peak_rss_of_stages = reset_peak_rss();
-  const auto params = model->parameters();
-  double n = 0;
-  for (const auto& p : params) n += p.numel();
-  r.params_m = n / 1e6;
-  r.weight_mb = bytes_of(params) / 1e6;
+  {
+    const auto params = model->parameters();
+    double n = 0;
+    for (const auto& p : params) n += p.numel();
+    r.params_m = n / 1e6;
+    r.weight_mb = bytes_of(params) / 1e6;
+  }
   r.lm_weight_mb_per_token = bytes_of(model->language_model->parameters()) / 1e6;
   r.vision_gflop = vision_gflop(config.vision);
 
@@ -270,7 +274,17 @@ BenchResult run_benchmark(const BenchOptions& options, void (*log)(const std::st
   g.num_beams = options.beams;
   say("end to end: " + std::to_string(steps) + " tokens, " + std::to_string(options.beams) + " beams");
   r.e2e_beam5_ms = median_ms(reps, [&] { model->generate(px1, {}, {}, g); });
-  r.peak_rss_mb = peak_rss_mb();  // before the ceilings' own buffers
+  r.peak_rss_mb = peak_rss_mb();  // before the ceilings' own buffers (and the training model)
+  if (options.train_batch > 0) {
+    model = Blip2Model(nullptr);  // the training model has its own copy of the tower
+    malloc_trim(0);
+    say("stage-1 training steps, batch " + std::to_string(options.train_batch) +
+        ": the ViT run, and read back from the feature cache");
+    const auto t = measure_stage1_training(config, options.train_batch, reps);
+    r.train_batch = options.train_batch;
+    r.stage1_samples_s = t.samples_s;
+    r.stage1_cached_samples_s = t.cached_samples_s;
+  }
   say("measuring this machine's GEMM and memory-bandwidth ceilings");
   r.ceilings = measure_ceilings(options.runtime.threads, rt.threads.gemm_pool);
   return r;
@@ -308,6 +322,9 @@ std::string BenchResult::to_json() const {
   j["vision_of_gemm_ceiling"] = vision_of_gemm();
   j["lm_weight_mb_per_token"] = lm_weight_mb_per_token;
   j["decode_of_bandwidth_ceiling"] = decode_of_bandwidth();
+  j["train_batch"] = train_batch;
+  j["stage1_samples_s"] = stage1_samples_s;
+  j["stage1_cached_samples_s"] = stage1_cached_samples_s;
   return j.dump(2);
 }
 
@@ -331,6 +348,10 @@ std::string BenchResult::to_table() const {
     << "  caption, greedy      " << fmt(e2e_greedy20_ms, 0) << " ms\n"
     << "  caption, beam search " << fmt(e2e_beam5_ms, 0) << " ms\n"
     << "  peak RSS             " << fmt(peak_rss_mb, 0) << " MB" << (peak_rss_of_stages ? " (stages after load)" : "") << "\n";
+  if (train_batch > 0)
+    o << "  stage-1 training     " << fmt(stage1_samples_s, 2) << " samples/s; " << fmt(stage1_cached_samples_s, 2)
+      << " with the ViT's output from data.feature_cache (" << fmt(stage1_cached_samples_s / std::max(1e-9, stage1_samples_s), 1)
+      << "x), batch " << train_batch << ", float32 tower\n";
   return o.str();
 }
 

@@ -26,6 +26,7 @@ struct BenchOptions {
   int new_tokens = 20;            // forced: min = max
   int beams = 5;
   bool from_file = false;         // time loading a written checkpoint
+  int train_batch = 4;            // stage-1 training steps: images per step (0 = skip them)
   void validate() const;          // ConfigError naming the flag
 };
 
@@ -38,6 +39,15 @@ struct Ceilings {
 };
 Ceilings measure_ceilings(int threads, GemmPool restore);
 
+// Stage-1 training samples/s (train_bench.cpp): the Trainer's step on
+// `batch` random images of `config`'s shapes, the ViT run on the batch, and
+// the ViT's output read back from data.feature_cache; medians of `repeats`
+// steps each, taken alternately after one warm-up step each.
+struct TrainBench {
+  double samples_s = 0, cached_samples_s = 0;
+};
+TrainBench measure_stage1_training(const Blip2Config& config, int batch, int repeats);
+
 struct BenchResult {
   std::string preset, dtype, compute_path, cpu, cpu_features, threads_line;
   int threads = 0, new_tokens = 0, beams = 0;
@@ -49,6 +59,11 @@ struct BenchResult {
   double vision_ms_b1 = 0, vision_ms_b8 = 0, qformer_ms = 0, prefill_ms = 0, decode_tok_s = 0;
   double e2e_greedy20_ms = 0, e2e_beam5_ms = 0;
   double vision_gflop = 0;  // one image
+  // Stage-1 training (the Trainer's step: ITC + ITM + ITG, backward, AdamW;
+  // frozen float32 tower) at train_batch images: the ViT run on every batch,
+  // and its output read back from data.feature_cache (0: not measured).
+  int train_batch = 0;
+  double stage1_samples_s = 0, stage1_cached_samples_s = 0;
   Ceilings ceilings;
   // Fractions of the ceilings: vision against fp32 GEMM, decode against bandwidth.
   double vision_of_gemm() const;

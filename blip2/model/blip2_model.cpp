@@ -92,9 +92,16 @@ void Blip2ModelImpl::require_retrieval(const char* what) const {
                      "lacks; use a Blip2ForImageTextRetrieval checkpoint");
 }
 
+bool Blip2ModelImpl::interpolates(const torch::Tensor& pixel_values) const {
+  return pixel_values.dim() == 4 && pixel_values.size(2) != config_.vision.image_size;
+}
+
 VisionOutput Blip2ModelImpl::encode_image(const torch::Tensor& pixel_values, bool output_hidden_states) {
-  return vision_model->forward(pixel_values, output_hidden_states,
-                               pixel_values.dim() == 4 && pixel_values.size(2) != config_.vision.image_size);
+  return vision_model->forward(pixel_values, output_hidden_states, interpolates(pixel_values));
+}
+
+torch::Tensor Blip2ModelImpl::vit_features(const torch::Tensor& pixel_values) {
+  return vision_model->features(pixel_values, interpolates(pixel_values));
 }
 
 QFormerOutput Blip2ModelImpl::query_image(const torch::Tensor& image_embeds, bool output_hidden_states,
@@ -151,9 +158,21 @@ Blip2ForwardOutput Blip2ModelImpl::forward(const torch::Tensor& pixel_values, co
                                            bool output_hidden_states, const torch::Tensor& qformer_ids,
                                            const torch::Tensor& qformer_mask) {
   require_language("forward");
+  auto vision = encode_image(pixel_values, output_hidden_states);
+  auto out = forward_embeds(vision.last_hidden_state, input_ids, attention_mask, decoder_input_ids,
+                            output_hidden_states, qformer_ids, qformer_mask);
+  out.vision = std::move(vision);
+  return out;
+}
+
+Blip2ForwardOutput Blip2ModelImpl::forward_embeds(const torch::Tensor& image_embeds, const torch::Tensor& input_ids,
+                                                  const torch::Tensor& attention_mask,
+                                                  const torch::Tensor& decoder_input_ids, bool output_hidden_states,
+                                                  const torch::Tensor& qformer_ids, const torch::Tensor& qformer_mask) {
+  require_language("forward");
   Blip2ForwardOutput out;
-  out.vision = encode_image(pixel_values, output_hidden_states);
-  out.qformer = query_image(out.vision.last_hidden_state, output_hidden_states, qformer_ids, qformer_mask);
+  out.vision.last_hidden_state = image_embeds;
+  out.qformer = query_image(image_embeds, output_hidden_states, qformer_ids, qformer_mask);
   out.language_projection = language_projection->forward(out.qformer.last_hidden_state);
   std::tie(out.inputs_embeds, out.attention_mask) = lm_inputs(out.language_projection, input_ids, attention_mask);
   out.lm = language_model->forward(out.inputs_embeds, out.attention_mask, decoder_input_ids, output_hidden_states);

@@ -84,6 +84,9 @@ class Blip2ModelImpl : public torch::nn::Module {
 
   // pixel_values (B, C, H, W) -> image features.
   VisionOutput encode_image(const torch::Tensor& pixel_values, bool output_hidden_states = false);
+  // The image tower's output before ln_vision (B, N+1, Dv): encode_image is
+  // post_layernorm of it (what a feature cache stores for a frozen tower).
+  torch::Tensor vit_features(const torch::Tensor& pixel_values);
   // Learned queries cross-attending to image features (B, N, Dv) -> (B, Q, D).
   // With qformer_ids (B, T) (+ keep-mask), the text (e.g. the question) is
   // read alongside the queries, all attending to all; the output is still the
@@ -100,6 +103,12 @@ class Blip2ModelImpl : public torch::nn::Module {
                              const torch::Tensor& attention_mask, const torch::Tensor& decoder_input_ids = {},
                              bool output_hidden_states = false, const torch::Tensor& qformer_ids = {},
                              const torch::Tensor& qformer_mask = {});
+  // forward() from image_embeds (B, N, Dv), encode_image's last_hidden_state
+  // (after ln_vision), instead of pixels; out.vision holds only them.
+  Blip2ForwardOutput forward_embeds(const torch::Tensor& image_embeds, const torch::Tensor& input_ids,
+                                    const torch::Tensor& attention_mask, const torch::Tensor& decoder_input_ids = {},
+                                    bool output_hidden_states = false, const torch::Tensor& qformer_ids = {},
+                                    const torch::Tensor& qformer_mask = {});
   // Image-conditioned generation. input_ids undefined = no prompt (decoder-only
   // models then start from BOS, as HF). With prepend_bos, decoder-only outputs
   // start with BOS as HF's Blip2ForConditionalGeneration.generate returns them.
@@ -144,6 +153,7 @@ class Blip2ModelImpl : public torch::nn::Module {
 
  private:
   void require_language(const char* what) const;
+  bool interpolates(const torch::Tensor& pixel_values) const;  // not the configured image size
   void require_retrieval(const char* what) const;
   Blip2Config config_;
   Blip2Parts parts_;

@@ -12,7 +12,8 @@ namespace {
 
 class LoaderSource : public BatchSource {
  public:
-  explicit LoaderSource(std::unique_ptr<BatchLoader> loader) : loader_(std::move(loader)) {}
+  LoaderSource(std::unique_ptr<BatchLoader> loader, std::optional<DatasetImages> images)
+      : loader_(std::move(loader)), images_(std::move(images)) {}
   TrainBatch next() override {
     Batch b;
     // The loader reports each epoch's end once; the trainer counts steps, not epochs.
@@ -23,6 +24,7 @@ class LoaderSource : public BatchSource {
     t.captions = std::move(b.captions);
     t.image_ids = std::move(b.image_ids);
     t.questions = std::move(b.questions);
+    if (images_) t.indices = std::move(b.indices);  // a stream's positions are no record indices
     return t;
   }
   nlohmann::json state() const override {
@@ -35,9 +37,11 @@ class LoaderSource : public BatchSource {
     s.position = j.at("position").get<int64_t>();
     loader_->set_state(s);
   }
+  std::optional<DatasetImages> images() const override { return images_; }
 
  private:
   std::unique_ptr<BatchLoader> loader_;
+  std::optional<DatasetImages> images_;
 };
 
 }  // namespace
@@ -95,12 +99,14 @@ std::unique_ptr<BatchSource> make_batch_source(const TrainConfig& c, const Image
       ds = std::make_shared<CaptionDataset>(c.annotations, c.image_root, d);
     }
     if (ds->size() == 0) throw InputError("annotation file '" + c.annotations + "' yields no usable sample");
-    return std::make_unique<LoaderSource>(std::make_unique<BatchLoader>(ds, o));
+    DatasetImages images{{}, processor};
+    for (size_t i = 0; i < ds->size(); ++i) images.record_paths.push_back(ds->image_path(i));
+    return std::make_unique<LoaderSource>(std::make_unique<BatchLoader>(ds, o), std::move(images));
   }
   if (!c.shards.empty()) {
     WebDatasetOptions w;
     auto reader = std::make_unique<WebDatasetReader>(expand_shard_specs(c.shards), rank, world_size, c.seed, w);
-    return std::make_unique<LoaderSource>(std::make_unique<BatchLoader>(std::move(reader), o));
+    return std::make_unique<LoaderSource>(std::make_unique<BatchLoader>(std::move(reader), o), std::nullopt);
   }
   throw ConfigError("training needs data.annotations (+ data.image_root) or data.shards");
 }

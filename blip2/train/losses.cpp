@@ -1,5 +1,6 @@
 #include "blip2/train/losses.h"
 
+#include <optional>
 #include <sstream>
 
 #include "blip2/data/text_batch.h"
@@ -41,7 +42,7 @@ int64_t lm_pad_id(const Blip2ModelImpl& model, const Stage2Text& text) {
 }
 
 // Decoder-only captioning loss (see caption_lm_loss).
-torch::Tensor decoder_only_caption_loss(Blip2ModelImpl& model, const torch::Tensor& pixel_values,
+torch::Tensor decoder_only_caption_loss(Blip2ModelImpl& model, const ImageInput& image,
                                         const std::vector<std::string>& captions, const Stage2Text& text) {
   const Tokenizer& tok = *text.tokenizer;
   std::vector<std::string> texts;
@@ -50,7 +51,7 @@ torch::Tensor decoder_only_caption_loss(Blip2ModelImpl& model, const torch::Tens
   const int64_t prompt_len = text.prompt.empty() ? 1 : static_cast<int64_t>(tok.encode(text.prompt, true).size());
   auto labels = ids.masked_fill(mask == 0, -100);
   labels.slice(1, 0, std::min<int64_t>(prompt_len, labels.size(1))).fill_(-100);
-  auto f = model.forward(pixel_values, ids, mask);
+  auto f = model.forward_embeds(image_embeds(model, image), ids, mask);
   auto loss = decoder_only_loss(f.lm.logits, labels, model.config().num_query_tokens);
   if (text.query_embed_reg > 0)
     loss = loss + text.query_embed_reg *
@@ -59,7 +60,7 @@ torch::Tensor decoder_only_caption_loss(Blip2ModelImpl& model, const torch::Tens
 }
 
 // Prefix LM (paper, Sec. 3.3) for encoder-decoder LMs (see caption_lm_loss).
-torch::Tensor prefix_lm_loss(Blip2ModelImpl& model, const torch::Tensor& pixel_values,
+torch::Tensor prefix_lm_loss(Blip2ModelImpl& model, const ImageInput& image,
                              const std::vector<std::string>& captions, const Stage2Text& text,
                              torch::Generator& generator) {
   std::vector<std::string> prefixes, suffixes;
@@ -79,10 +80,31 @@ torch::Tensor prefix_lm_loss(Blip2ModelImpl& model, const torch::Tensor& pixel_v
   auto [ids, mask] = tokenize_batch(*text.tokenizer, prefixes, text.max_txt_len, pad);
   auto [tgt, tmask] = tokenize_batch(*text.tokenizer, suffixes, text.max_txt_len, pad);
   auto labels = tgt.masked_fill(tmask == 0, -100);
-  return lm_loss(model, pixel_values, ids, mask, labels).loss;
+  return lm_loss(model, image, ids, mask, labels).loss;
 }
 
 }  // namespace
+
+ImageInput ImageInput::features(torch::Tensor vit_embeds) {
+  ImageInput in{torch::Tensor()};
+  in.vit_embeds = std::move(vit_embeds);
+  return in;
+}
+
+torch::Tensor image_embeds(Blip2ModelImpl& model, const ImageInput& image, bool frozen_tower) {
+  torch::Tensor vit = image.vit_embeds;
+  if (!vit.defined()) {
+    if (!image.pixel_values.defined()) throw InputError("[losses] give pixel_values or vit_embeds");
+    std::optional<torch::NoGradGuard> frozen;
+    if (frozen_tower) frozen.emplace();
+    vit = model.vit_features(image.pixel_values);
+  }
+  nn::check_shape(vit, {-1, -1, model.config().vision.hidden_size}, "losses", "vit_embeds",
+                  "check vision_config.hidden_size");
+  // post_layernorm (ln_vision) may be kept in float32 while the tower is bf16.
+  auto ln = model.vision_model->post_layernorm;
+  return ln->forward(vit.to(ln->weight.scalar_type()));
+}
 
 torch::Tensor query_embedding_distance(LanguageModel& lm, const torch::Tensor& queries, int64_t vocab) {
   if (vocab < 1) throw InputError("[stage2] query_embedding_distance needs a vocabulary of >= 1 token");
@@ -96,15 +118,15 @@ torch::Tensor query_embedding_distance(LanguageModel& lm, const torch::Tensor& q
   return std::get<0>(d2.min(1)).clamp_min(0).mean() / E.pow(2).sum(1).mean();
 }
 
-torch::Tensor caption_lm_loss(Blip2ModelImpl& model, const torch::Tensor& pixel_values,
+torch::Tensor caption_lm_loss(Blip2ModelImpl& model, const ImageInput& image,
                               const std::vector<std::string>& captions, const Stage2Text& text,
                               torch::Generator& generator) {
   if (!model.language_model) throw InputError("[stage2] the model has no language model");
-  return model.language_model->is_encoder_decoder() ? prefix_lm_loss(model, pixel_values, captions, text, generator)
-                                                    : decoder_only_caption_loss(model, pixel_values, captions, text);
+  return model.language_model->is_encoder_decoder() ? prefix_lm_loss(model, image, captions, text, generator)
+                                                    : decoder_only_caption_loss(model, image, captions, text);
 }
 
-torch::Tensor vqa_answer_loss(Blip2ModelImpl& model, const torch::Tensor& pixel_values, const VqaTargets& vqa,
+torch::Tensor vqa_answer_loss(Blip2ModelImpl& model, const ImageInput& image, const VqaTargets& vqa,
                               const Stage2Text& text, const Tokenizer& qformer_tokenizer,
                               const std::string& vqa_template) {
   if (!model.language_model) throw InputError("[stage2] the model has no language model");
@@ -124,7 +146,7 @@ torch::Tensor vqa_answer_loss(Blip2ModelImpl& model, const torch::Tensor& pixel_
     auto [ids, mask] = tokenize_batch(tok, prompts, text.max_txt_len + 32, pad);
     auto [tgt, tmask] = tokenize_batch(tok, vqa.answers, text.max_txt_len, pad);
     auto labels = tgt.masked_fill(tmask == 0, -100);
-    auto f = model.forward(pixel_values, ids, mask, lm.decoder_input_ids(labels), false, qids, qmask);
+    auto f = model.forward_embeds(image_embeds(model, image), ids, mask, lm.decoder_input_ids(labels), false, qids, qmask);
     auto logits = f.lm.logits;
     if (logits.scalar_type() != torch::kDouble) logits = logits.to(torch::kFloat);
     return F::cross_entropy(logits.reshape({-1, logits.size(2)}), labels.reshape({-1}),
@@ -150,23 +172,24 @@ torch::Tensor vqa_answer_loss(Blip2ModelImpl& model, const torch::Tensor& pixel_
                        std::to_string(context) + " tokens after the queries); shorten the question or template");
     labels[b].slice(0, 0, std::min<int64_t>(prompt_len, labels.size(1))).fill_(-100);
   }
-  auto f = model.forward(pixel_values, ids, mask, {}, false, qids, qmask);
+  auto f = model.forward_embeds(image_embeds(model, image), ids, mask, {}, false, qids, qmask);
   return decoder_only_loss(f.lm.logits, labels, Q);
 }
 
-LmLossOutput lm_loss(Blip2ModelImpl& model, const torch::Tensor& pixel_values, const torch::Tensor& input_ids,
+LmLossOutput lm_loss(Blip2ModelImpl& model, const ImageInput& image, const torch::Tensor& input_ids,
                      const torch::Tensor& attention_mask, const torch::Tensor& labels) {
   nn::check_shape(labels, {input_ids.size(0), -1}, "lm_loss", "labels", "one label row per prompt");
   LmLossOutput out;
+  const auto embeds = image_embeds(model, image);
   if (model.language_model->is_encoder_decoder()) {
     out.decoder_input_ids = model.language_model->decoder_input_ids(labels);
-    auto f = model.forward(pixel_values, input_ids, attention_mask, out.decoder_input_ids);
+    auto f = model.forward_embeds(embeds, input_ids, attention_mask, out.decoder_input_ids);
     out.logits = f.lm.logits;
     out.loss = cross_entropy(out.logits, labels, 0.0);
   } else {
     nn::check_shape(labels, {input_ids.size(0), input_ids.size(1)}, "lm_loss", "labels",
                     "decoder-only labels align with input_ids");
-    auto f = model.forward(pixel_values, input_ids, attention_mask);
+    auto f = model.forward_embeds(embeds, input_ids, attention_mask);
     const auto T = labels.size(1);
     out.logits = f.lm.logits.slice(1, f.lm.logits.size(1) - T);  // text positions only
     out.loss = cross_entropy(out.logits.slice(1, 0, T - 1), labels.slice(1, 1), 0.0);
@@ -179,18 +202,11 @@ Stage1Output stage1_forward(Blip2ModelImpl& model, const Stage1Inputs& in, const
   if (model.text_decoder_head.is_empty() || model.embeddings.is_empty())
     throw InputError("stage-1 training needs the retrieval and ITG heads; build the model with Blip2Parts{.itg=true}");
   const auto& cfg = model.config();
-  torch::Tensor vit = in.vit_embeds;
-  if (!vit.defined()) {
-    if (!in.pixel_values.defined()) throw InputError("[stage1] give pixel_values or vit_embeds");
-    // Run the ViT tower without its post_layernorm: that is ln_vision, trained below.
-    std::unique_ptr<torch::NoGradGuard> frozen;
-    if (!in.train_vision) frozen = std::make_unique<torch::NoGradGuard>();
-    auto v = model.vision_model->forward(in.pixel_values, true);
-    vit = v.hidden_states.back();
-  }
-  nn::check_shape(vit, {-1, -1, cfg.vision.hidden_size}, "stage1", "vit_embeds", "check vision_config.hidden_size");
-  nn::check_shape(in.text_ids, {vit.size(0), -1}, "stage1", "text_ids", "one caption per image");
-  const int64_t B = vit.size(0), Q = cfg.num_query_tokens, rank = coll.rank();
+  ImageInput image = in.vit_embeds.defined() ? ImageInput::features(in.vit_embeds) : ImageInput(in.pixel_values);
+  // ln_vision (B, N, Dv), trained; the frozen tower may run in bf16.
+  auto image_embeds = blip2::image_embeds(model, image, !in.train_vision);
+  nn::check_shape(in.text_ids, {image_embeds.size(0), -1}, "stage1", "text_ids", "one caption per image");
+  const int64_t B = image_embeds.size(0), Q = cfg.num_query_tokens, rank = coll.rank();
   auto text_mask = in.text_mask.defined() ? in.text_mask.to(torch::kLong) : torch::ones_like(in.text_ids);
 
   {
@@ -198,8 +214,6 @@ Stage1Output stage1_forward(Blip2ModelImpl& model, const Stage1Inputs& in, const
     model.temp.clamp_(0.001, 0.5);
   }
   Stage1Output out;
-  // ln_vision, (B, N, Dv); the frozen tower may run in bf16.
-  auto image_embeds = model.vision_model->post_layernorm->forward(vit.to(model.vision_model->post_layernorm->weight.scalar_type()));
   auto queries = model.query_tokens.expand({B, -1, -1});
   auto q_last = model.qformer->forward(queries, Q, {}, image_embeds).last_hidden_state;  // (B, Q, D)
   out.image_feats = F::normalize(model.vision_projection->forward(q_last), F::NormalizeFuncOptions().dim(-1));
@@ -216,14 +230,14 @@ Stage1Output stage1_forward(Blip2ModelImpl& model, const Stage1Inputs& in, const
   torch::Tensor same_image;  // (B, B*W) pairs showing the same image (retrieval fine-tuning)
   if (in.image_ids.defined()) {
     nn::check_shape(in.image_ids, {B}, "stage1", "image_ids", "one id per image");
-    auto ids = in.image_ids.to(vit.device()).view({-1, 1});
+    auto ids = in.image_ids.to(image_embeds.device()).view({-1, 1});
     same_image = ids == coll.all_gather(ids).view({1, -1});
     auto t = same_image.to(out.sim_i2t.scalar_type());
     t = t / t.sum(1, true);
     t = 0.9 * t + 0.1 / static_cast<double>(t.size(1));
     out.loss_itc = (-(out.sim_i2t.log_softmax(1) * t).sum(1).mean() - (out.sim_t2i.log_softmax(1) * t).sum(1).mean()) / 2;
   } else {
-    auto targets = torch::arange(rank * B, rank * B + B, torch::TensorOptions().dtype(torch::kLong).device(vit.device()));
+    auto targets = torch::arange(rank * B, rank * B + B, torch::TensorOptions().dtype(torch::kLong).device(image_embeds.device()));
     out.loss_itc = (cross_entropy(out.sim_i2t, targets, o.itc_label_smoothing) +
                     cross_entropy(out.sim_t2i, targets, o.itc_label_smoothing)) / 2;
   }
@@ -250,7 +264,7 @@ Stage1Output stage1_forward(Blip2ModelImpl& model, const Stage1Inputs& in, const
                            ? in.neg_text_idx.to(torch::kLong)
                            : at::multinomial(out.weights_i2t.to(torch::kCPU), 1, false, in.generator).view({-1});
   }
-  auto dev = vit.device();
+  auto dev = image_embeds.device();
   auto neg_img = out.neg_image_idx.to(dev), neg_txt = out.neg_text_idx.to(dev);
   auto itm_ids = torch::cat({in.text_ids, in.text_ids, text_ids_all.index_select(0, neg_txt)}, 0);
   auto itm_mask = torch::cat({text_mask, text_mask, text_mask_all.index_select(0, neg_txt)}, 0);

@@ -16,6 +16,20 @@ namespace blip2 {
 
 class Tokenizer;
 
+// A batch's images for a loss: pixels (B, C, H, W) through the image tower,
+// or the tower's output computed before (a feature cache of a frozen tower):
+// vit_embeds (B, N, Dv), Blip2ModelImpl::vit_features, before ln_vision.
+// Either way ln_vision (post_layernorm) runs here, so it trains.
+struct ImageInput {
+  ImageInput(torch::Tensor pixel_values) : pixel_values(std::move(pixel_values)) {}  // NOLINT: pixels by default
+  static ImageInput features(torch::Tensor vit_embeds);
+  torch::Tensor pixel_values, vit_embeds;
+};
+
+// ln_vision of the tower's output: (B, N, Dv), encode_image's
+// last_hidden_state. With frozen_tower the tower runs without gradients.
+torch::Tensor image_embeds(Blip2ModelImpl& model, const ImageInput& image, bool frozen_tower = false);
+
 // ---- stage 2 -----------------------------------------------------------
 struct LmLossOutput {
   torch::Tensor loss;               // () mean CE over non-ignored targets
@@ -26,7 +40,7 @@ struct LmLossOutput {
 // labels (B, T): -100 = ignored. Decoder-only: labels align with input_ids
 // and are shifted inside (position t predicts t+1; queries never targets).
 // Encoder-decoder: labels are the decoder targets; input_ids go to the encoder.
-LmLossOutput lm_loss(Blip2ModelImpl& model, const torch::Tensor& pixel_values, const torch::Tensor& input_ids,
+LmLossOutput lm_loss(Blip2ModelImpl& model, const ImageInput& image, const torch::Tensor& input_ids,
                      const torch::Tensor& attention_mask, const torch::Tensor& labels);
 
 // How stage-2 objectives read their texts.
@@ -56,7 +70,7 @@ torch::Tensor query_embedding_distance(LanguageModel& lm, const torch::Tensor& q
 // with the visual prompt, the suffix is the decoder's target. Decoder-only
 // with text.query_embed_reg = w > 0: + w * query_embedding_distance of the
 // projected queries (vocab: the tokenizer's).
-torch::Tensor caption_lm_loss(Blip2ModelImpl& model, const torch::Tensor& pixel_values,
+torch::Tensor caption_lm_loss(Blip2ModelImpl& model, const ImageInput& image,
                               const std::vector<std::string>& captions, const Stage2Text& text,
                               torch::Generator& generator);
 
@@ -72,7 +86,7 @@ struct VqaTargets {
 // target (decoder-only: prompt + " " + answer + "\n", only the answer and
 // "\n" are targets; encoder-decoder: the prompt to the encoder, the answer
 // to the decoder).
-torch::Tensor vqa_answer_loss(Blip2ModelImpl& model, const torch::Tensor& pixel_values, const VqaTargets& vqa,
+torch::Tensor vqa_answer_loss(Blip2ModelImpl& model, const ImageInput& image, const VqaTargets& vqa,
                               const Stage2Text& text, const Tokenizer& qformer_tokenizer,
                               const std::string& vqa_template);
 

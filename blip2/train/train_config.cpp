@@ -81,7 +81,8 @@ std::map<std::string, std::map<std::string, Setter>> schema(TrainConfig& c) {
         {"skip_missing_images", set(&c.skip_missing_images)},
         {"image_size", set(&c.image_size)},
         {"workers", set(&c.workers)},
-        {"augment", set(&c.augment)}}},
+        {"augment", set(&c.augment)},
+        {"feature_cache", set(&c.feature_cache)}}},
       {"objective",
        {{"max_txt_len", set(&c.max_txt_len)},
         {"prompt", set(&c.prompt)},
@@ -192,7 +193,7 @@ TrainConfig TrainConfig::from_yaml_file(const std::string& path) {
   auto c = from_yaml_string(ss.str(), path);
   const std::string base = std::filesystem::path(path).parent_path().string();
   for (auto* p : {&c.model_config, &c.init, &c.vision_init, &c.language_model_init, &c.qformer_tokenizer,
-                  &c.lm_tokenizer, &c.annotations, &c.image_root, &c.output_dir})
+                  &c.lm_tokenizer, &c.annotations, &c.image_root, &c.feature_cache, &c.output_dir})
     resolve(*p, base);
   for (auto& s : c.shards) resolve(s, base);
   return c;
@@ -223,6 +224,17 @@ void TrainConfig::validate(const std::string& source) const {
   if (mode == TrainMode::kRetrieval && stage != 1) bad("objective.mode retrieval is a stage-1 fine-tuning (set stage: 1)");
   if (mode == TrainMode::kCaption && stage != 2) bad("objective.mode caption is a stage-2 fine-tuning (set stage: 2)");
   if (!annotations.empty() && !shards.empty()) bad("give data.annotations or data.shards, not both");
+  if (!feature_cache.empty()) {
+    if (augment)
+      bad("data.feature_cache needs data.augment: false (augmentation changes an image's pixels every epoch, so its "
+          "cached features would be wrong); set data.augment: false or remove data.feature_cache");
+    if (train_vision)
+      bad("data.feature_cache needs a frozen image encoder, but model.train_vision: true changes its output every "
+          "step; remove data.feature_cache or set model.train_vision: false");
+    if (!shards.empty())
+      bad("data.feature_cache needs data.annotations: a WebDataset stream (data.shards) has no fixed index per image "
+          "to key features by; remove data.feature_cache or train from data.annotations");
+  }
   optim.validate();
 }
 
@@ -238,7 +250,8 @@ std::string TrainConfig::to_yaml() const {
     << annotations << YAML::Key << "image_root" << YAML::Value << image_root << YAML::Key << "shards" << YAML::Value
     << shards << YAML::Key << "skip_missing_images" << YAML::Value << skip_missing_images << YAML::Key
     << "image_size" << YAML::Value << image_size << YAML::Key << "workers" << YAML::Value << workers << YAML::Key
-    << "augment" << YAML::Value << augment << YAML::EndMap;
+    << "augment" << YAML::Value << augment << YAML::Key << "feature_cache" << YAML::Value << feature_cache
+    << YAML::EndMap;
   e << YAML::Key << "objective" << YAML::Value << YAML::BeginMap << YAML::Key << "max_txt_len" << YAML::Value
     << max_txt_len << YAML::Key << "prompt" << YAML::Value << prompt << YAML::Key << "itc" << YAML::Value << itc
     << YAML::Key << "itm" << YAML::Value << itm << YAML::Key << "itg" << YAML::Value << itg << YAML::Key << "caption_positives" << YAML::Value

@@ -43,6 +43,11 @@ struct TrainConfig {
   int64_t image_size = 0;           // 0: the model's vision_config.image_size
   int workers = 2;
   bool augment = true;              // random resized crop (0.5-1) + horizontal flip
+  // A directory where the frozen image tower's output for each image is kept
+  // after its first epoch and read back in later ones (train/feature_cache.h).
+  // Needs data.annotations, data.augment: false and model.train_vision: false.
+  // "" = off: the tower runs on every batch.
+  std::string feature_cache;
 
   // objective
   int64_t max_txt_len = 32;

@@ -195,6 +195,7 @@ std::map<std::string, torch::Tensor> Trainer::losses(const TrainBatch& batch) {
                                       qformer_tok_->pad_id().value_or(0));
     Stage1Inputs in;
     in.pixel_values = batch.pixel_values;
+    in.vit_embeds = cached_vit_embeds(batch);  // used instead of the pixels when defined
     in.text_ids = ids;
     in.text_mask = mask;
     in.generator = gen_;
@@ -216,18 +217,38 @@ std::map<std::string, torch::Tensor> Trainer::losses(const TrainBatch& batch) {
   text.prompt = config_.prompt;
   text.empty_prefix = config_.empty_prefix;
   text.query_embed_reg = config_.query_embed_reg;
+  const auto vit = cached_vit_embeds(batch);
+  const ImageInput image = vit.defined() ? ImageInput::features(vit) : ImageInput(batch.pixel_values);
   torch::Tensor lm;
   if (config_.mode == TrainMode::kVqa) {
     VqaTargets vqa{batch.questions, batch.captions, batch.image_ids};
-    lm = vqa_answer_loss(*model_, batch.pixel_values, vqa, text, *qformer_tok_, config_.vqa_template);
+    lm = vqa_answer_loss(*model_, image, vqa, text, *qformer_tok_, config_.vqa_template);
   } else {
-    lm = caption_lm_loss(*model_, batch.pixel_values, batch.captions, text, gen_);
+    lm = caption_lm_loss(*model_, image, batch.captions, text, gen_);
   }
   return {{"loss", lm}, {"loss_lm", lm}};
 }
 
+void Trainer::open_feature_cache(const BatchSource& data) {
+  const auto images = data.images();
+  if (!images)
+    throw ConfigError("data.feature_cache needs random-access data (data.annotations): this data source is a stream "
+                      "whose positions name no fixed image; remove data.feature_cache");
+  cache_ = FeatureCache::open(config_.feature_cache, FeatureCacheSpec::of(*model_, *images), coll_.rank(),
+                              [this] { coll_.barrier(); }, on_notice);
+}
+
+torch::Tensor Trainer::cached_vit_embeds(const TrainBatch& batch) {
+  if (!cache_) return {};
+  return cache_->features(batch.indices, batch.pixel_values, [this](const torch::Tensor& pixels) {
+    torch::NoGradGuard frozen;
+    return model_->vit_features(pixels);
+  });
+}
+
 StepMetrics Trainer::train_step(BatchSource& data) {
   auto t0 = std::chrono::steady_clock::now();
+  if (!config_.feature_cache.empty() && !cache_) open_feature_cache(data);
   StepMetrics m;
   const double lr = learning_rate(config_.optim, step_);
   set_learning_rate(*optimizer_, lr, lr_scales_);

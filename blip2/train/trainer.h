@@ -9,11 +9,13 @@
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "blip2/model/blip2_model.h"
 #include "blip2/train/collective.h"
+#include "blip2/train/feature_cache.h"
 #include "blip2/train/train_config.h"
 
 namespace blip2 {
@@ -25,6 +27,9 @@ struct TrainBatch {
   std::vector<std::string> captions;  // one per image (VQA: the answer)
   std::vector<std::string> image_ids;
   std::vector<std::string> questions;  // VQA: one per image; empty otherwise
+  // Random-access data: each image's record index (BatchSource::images);
+  // empty for a stream.
+  std::vector<int64_t> indices;
 };
 
 // Where batches come from; resumable through an opaque JSON state.
@@ -34,6 +39,10 @@ class BatchSource {
   virtual TrainBatch next() = 0;  // endless: wraps around epochs
   virtual nlohmann::json state() const = 0;
   virtual void restore(const nlohmann::json& state) = 0;
+  // Random-access data: the image file of each record TrainBatch::indices
+  // names, and the preprocessing (what data.feature_cache keys features by).
+  // nullopt for a stream, whose positions name no fixed image.
+  virtual std::optional<DatasetImages> images() const { return std::nullopt; }
 };
 
 struct StepMetrics {
@@ -80,15 +89,24 @@ class Trainer {
   const TrainConfig& config() const { return config_; }
   // Called after every optimizer step (progress display, tests).
   std::function<void(const StepMetrics&)> on_step;
+  // One-line reports on the run's state that need no action (the feature
+  // cache opened or rebuilt); nothing is printed when unset.
+  std::function<void(const std::string&)> on_notice;
+  // The data.feature_cache, once the first step has opened it (else null).
+  const FeatureCache* feature_cache() const { return cache_.get(); }
 
  private:
   void setup();
   void write_checkpoint_files(const std::filesystem::path& dir, const BatchSource* data);
+  void open_feature_cache(const BatchSource& data);
+  // The batch's ViT features from the feature cache; undefined without one.
+  torch::Tensor cached_vit_embeds(const TrainBatch& batch);
   TrainConfig config_;
   Collective& coll_;
   Blip2Model model_{nullptr};
   std::unique_ptr<torch::optim::AdamW> optimizer_;
   std::shared_ptr<Tokenizer> qformer_tok_, lm_tok_;
+  std::unique_ptr<FeatureCache> cache_;
   std::vector<double> lr_scales_;  // per param group (layer-wise decay)
   torch::Generator gen_;  // hard negatives, prefix splits
   int64_t step_ = 0;

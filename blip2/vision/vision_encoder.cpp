@@ -112,18 +112,28 @@ VisionEncoderImpl::VisionEncoderImpl(const VisionConfig& c, bool with_tower) : c
       nn::LayerNorm(c.hidden_size, c.layer_norm_eps));
 }
 
-VisionOutput VisionEncoderImpl::forward(const torch::Tensor& pixel_values, bool output_hidden_states,
-                                        bool interpolate_pos_encoding) {
+torch::Tensor VisionEncoderImpl::run_layers(const torch::Tensor& pixel_values, bool interpolate_pos_encoding,
+                                            std::vector<torch::Tensor>* hidden_states) {
   if (!has_tower())
     throw InputError("[VisionEncoder] this model was built without the image encoder (feature-only); "
                      "pass precomputed image features instead of pixel_values");
-  VisionOutput out;
   auto h = embeddings->forward(pixel_values, interpolate_pos_encoding);  // (B, N+1, Dv)
-  if (output_hidden_states) out.hidden_states.push_back(h);
+  if (hidden_states) hidden_states->push_back(h);
   for (const auto& layer : *layers) {
     h = layer->as<VisionLayerImpl>()->forward(h);
-    if (output_hidden_states) out.hidden_states.push_back(h);
+    if (hidden_states) hidden_states->push_back(h);
   }
+  return h;
+}
+
+torch::Tensor VisionEncoderImpl::features(const torch::Tensor& pixel_values, bool interpolate_pos_encoding) {
+  return run_layers(pixel_values, interpolate_pos_encoding, nullptr);
+}
+
+VisionOutput VisionEncoderImpl::forward(const torch::Tensor& pixel_values, bool output_hidden_states,
+                                        bool interpolate_pos_encoding) {
+  VisionOutput out;
+  auto h = run_layers(pixel_values, interpolate_pos_encoding, output_hidden_states ? &out.hidden_states : nullptr);
   // post_layernorm (ln_vision) may be kept in float32 while the tower is bf16.
   out.last_hidden_state = post_layernorm->forward(h.to(post_layernorm->weight.scalar_type()));
   // HF applies post_layernorm a second time to the CLS row for the pooler.

@@ -79,6 +79,9 @@ class VisionEncoderImpl : public torch::nn::Module {
   bool has_tower() const { return !embeddings.is_empty(); }
   VisionOutput forward(const torch::Tensor& pixel_values, bool output_hidden_states = false,
                        bool interpolate_pos_encoding = false);
+  // The last layer's output before post_layernorm (B, N+1, Dv): what
+  // ln_vision reads, what a feature cache stores. Keeps no hidden states.
+  torch::Tensor features(const torch::Tensor& pixel_values, bool interpolate_pos_encoding = false);
   const VisionConfig& config() const { return config_; }
 
   VisionEmbeddings embeddings{nullptr};
@@ -86,6 +89,8 @@ class VisionEncoderImpl : public torch::nn::Module {
   nn::LayerNorm post_layernorm{nullptr};
 
  private:
+  torch::Tensor run_layers(const torch::Tensor& pixel_values, bool interpolate_pos_encoding,
+                           std::vector<torch::Tensor>* hidden_states);
   VisionConfig config_;
 };
 TORCH_MODULE(VisionEncoder);

@@ -16,13 +16,15 @@ TEST(BenchCliTest, TinyPresetPrintsEveryFieldAsJson) {
     ASSERT_EQ(r.code, 0) << r.err;
     const json j = json::parse(r.out);
     for (const char* k : {"vision_ms_b1", "vision_ms_b8", "qformer_ms", "prefill_ms", "decode_tok_s", "e2e_greedy20_ms",
-                          "e2e_beam5_ms", "peak_rss_mb", "gemm_gflops", "bandwidth_gbs", "load_s"}) {
+                          "e2e_beam5_ms", "peak_rss_mb", "gemm_gflops", "bandwidth_gbs", "load_s",
+                          "stage1_samples_s", "stage1_cached_samples_s"}) {
       ASSERT_TRUE(j.contains(k) && j[k].is_number()) << k << " in " << r.out;
       EXPECT_GT(j[k].get<double>(), 0) << k;
     }
     EXPECT_EQ(j["preset"], "tiny");
     EXPECT_EQ(j["dtype"], dtype == "float32" ? "fp32" : dtype == "int8" ? "int8" : "bf16");
     EXPECT_EQ(j["new_tokens"], 4);
+    EXPECT_EQ(j["train_batch"], 4);
     EXPECT_GE(j["threads"].get<int>(), 1);
     // The 16-bit model holds half the bytes of the float32 one (matrices dominate).
     if (dtype == "bfloat16") EXPECT_LT(j["weight_mb"].get<double>(), 0.6);

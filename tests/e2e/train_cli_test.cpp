@@ -189,6 +189,45 @@ TEST_F(TrainCliTest, TwoGlooProcessesWithBatchBMatchOneProcessWithBatch2B) {
   EXPECT_GT(moved, 1e-4);
 }
 
+// data.feature_cache over two Gloo processes: each rank writes its own part
+// and reads the other's, the weights are those of the same launch without the
+// cache, and a second launch reads every image back.
+TEST_F(TrainCliTest, TwoProcessesShareTheFeatureCacheAndTrainAsWithoutIt) {
+  // write_recipe's recipe with `lines` added to its data section.
+  auto with_data = [&](const std::string& path, const std::string& lines) {
+    std::stringstream text;
+    text << std::ifstream(path).rdbuf();
+    std::string y = text.str();
+    const std::string workers = "  workers: 2\n";
+    y.replace(y.find(workers), workers.size(), workers + lines);
+    std::ofstream(path) << y;
+    return path;
+  };
+  const std::string cache = "  augment: false\n  feature_cache: cache\n";
+  // 8 images, 2 per rank a step: 3 epochs in 6 steps.
+  ASSERT_EQ(run_cli("launch --nproc 2 -- train --config " + q(with_data(write_recipe("plain.yaml", 2, 6, 6), "  augment: false\n"))).code, 0);
+  auto r = run_cli("launch --nproc 2 -- train --config " + q(with_data(write_recipe("cached.yaml", 2, 6, 6), cache)));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("[rank 1] feature cache"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("0 of 8 images cached in 2 part(s)"), std::string::npos) << r.err;
+  // Rank 0 computes its 4 images of epoch 1; every later image is cached by one rank or the other.
+  EXPECT_NE(r.out.find("this process read 8 images back, computed 4"), std::string::npos) << r.out;
+  EXPECT_TRUE(std::filesystem::exists(dir_.file("cache/part-0.bin")));
+  EXPECT_TRUE(std::filesystem::exists(dir_.file("cache/part-1.bin")));
+  auto plain = final_weights("plain.yaml"), cached = final_weights("cached.yaml");
+  double worst = 0;
+  for (const auto& [n, t] : plain) worst = std::max(worst, (t - cached.at(n)).abs().max().item<double>());
+  std::printf("  max |without cache - with cache| = %.3g\n", worst);
+  EXPECT_EQ(worst, 0);
+  auto again = run_cli("launch --nproc 2 -- train --config " + q(with_data(write_recipe("again.yaml", 2, 6, 6), cache)));
+  ASSERT_EQ(again.code, 0) << again.err;
+  EXPECT_NE(again.out.find("this process read 12 images back, computed 0"), std::string::npos) << again.out;
+  // Augmentation (on by default) with the cache is refused, naming both keys.
+  auto refused = run_cli("train --config " + q(with_data(write_recipe("bad.yaml", 2, 1, 1), "  feature_cache: cache\n")));
+  EXPECT_EQ(refused.code, 1);
+  EXPECT_NE(refused.err.find("data.feature_cache needs data.augment: false"), std::string::npos) << refused.err;
+}
+
 // Stage 2: a frozen LLM of our own (saved under its own names, as an HF OPT /
 // T5 checkpoint is), the stage-1 checkpoint as init; the LM loss falls, the
 // LLM stays bit-identical, and the checkpoint captions from an image file.

@@ -18,6 +18,7 @@
 #include "model_fixtures.h"
 #include "test_util.h"
 #include "tmpfs_util.h"
+#include "train_fixtures.h"
 
 namespace blip2 {
 namespace {
@@ -248,18 +249,7 @@ class FixedSource : public BatchSource {
 class TrainLoopTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    // A WordPiece vocabulary for the Q-Former text side, [DEC] included.
-    std::ofstream v(dir_.file("vocab.txt"));
-    for (const char* t : {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "blue", "green", "circle",
-                          "square", "star", "small", "large", "[DEC]"})
-      v << t << "\n";
-    v.close();
-    auto c = test::tiny_config("opt");
-    std::ofstream(dir_.file("config.json")) << c.to_json_string();
-    cfg_.stage = 1;
-    cfg_.model_config = dir_.file("config.json");
-    cfg_.qformer_tokenizer = dir_.path();
-    cfg_.batch_size = 4;
+    cfg_ = test::tiny_stage1_recipe(dir_.path());
     cfg_.max_steps = 60;
     cfg_.optim.lr = 2e-3;
     cfg_.optim.min_lr = 2e-4;
