@@ -20,10 +20,11 @@ using test::q;
 using test::run_cli;
 
 // Floors well below what the bundled models measure on these 60 images (the
-// first 60 of the test split: TR@5 100, VQA accuracy 0.32, CIDEr-D 5.6;
+// first 60 of the test split: TR@5 100, OPT VQA accuracy 0.61, CIDEr-D 5.9;
 // docs/results.md has the 500-image numbers): they catch a broken inference
-// path (garbage scores near 0), not noise.
-constexpr double kTr5Floor = 80.0, kVqaFloor = 0.2, kCiderFloor = 3.0;
+// path (garbage scores near 0) or a model that lost its zero-shot VQA (the
+// previous OPT bundle, trained without context augmentation, scored 0.32), not noise.
+constexpr double kTr5Floor = 80.0, kVqaFloor = 0.45, kCiderFloor = 3.0;
 
 std::string models() { return std::string(BLIP2_SOURCE_DIR) + "/models/shapes"; }
 std::string example() { return std::string(BLIP2_SOURCE_DIR) + "/examples/shapes-1.png"; }
