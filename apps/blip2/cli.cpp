@@ -51,6 +51,7 @@ RuntimeOptions ModelFlags::runtime() const {
   if (device) o.device = *device;
   if (threads) o.threads = *threads;
   if (bf16_gemm) o.bf16_gemm = *bf16_gemm;
+  if (int8_gemm) o.int8_gemm = *int8_gemm;
   return o;
 }
 
@@ -67,6 +68,9 @@ void add_model_flags(CLI::App* app, ModelFlags& f) {
   app->add_option("--bf16-gemm", f.bf16_gemm,
                   "bfloat16 weights: auto, native (the CPU's bf16 GEMM) or fp32 (widen; every CPU) (default " +
                       d.bf16_gemm + ")");
+  app->add_option("--int8-gemm", f.int8_gemm,
+                  "int8 weights, many rows: auto, int8 (int8 x int8 GEMM, rows quantised too) or fp32 (dequantise; "
+                  "every CPU) (default " + d.int8_gemm + ")");
 }
 
 GenerationConfig GenerationFlags::apply(GenerationConfig g) const {

@@ -317,6 +317,7 @@ std::string BenchResult::to_json() const {
   j["peak_rss_scope"] = peak_rss_of_stages ? "stages after load" : "whole process";
   j["gemm_gflops"] = ceilings.gemm_gflops_fp32;
   j["gemm_gflops_bf16"] = ceilings.gemm_gflops_bf16;
+  j["gemm_gops_int8"] = ceilings.gemm_gops_int8;
   j["bandwidth_gbs"] = ceilings.bandwidth_gbs;
   j["vision_gflop"] = vision_gflop;
   j["vision_of_gemm_ceiling"] = vision_of_gemm();
@@ -335,7 +336,7 @@ std::string BenchResult::to_table() const {
     << fmt(weight_mb, 0) << " MB of weights\n"
     << cpu << " [" << cpu_features << "], " << threads_line << "\n"
     << "ceilings: GEMM fp32 " << fmt(ceilings.gemm_gflops_fp32) << " GFLOP/s, bf16 "
-    << fmt(ceilings.gemm_gflops_bf16) << " GFLOP/s; memory " << fmt(ceilings.bandwidth_gbs) << " GB/s (triad)\n";
+    << fmt(ceilings.gemm_gflops_bf16) << " GFLOP/s, int8 " << fmt(ceilings.gemm_gops_int8) << " GOP/s; memory " << fmt(ceilings.bandwidth_gbs) << " GB/s (triad)\n";
   o << "  load                 " << (load_s >= 0 ? fmt(load_s, 2) + " s" : std::string("- (use --from-file)"))
     << ", RSS " << fmt(rss_after_load_mb, 0) << " MB\n"
     << "  vision, batch 1      " << fmt(vision_ms_b1) << " ms/image  (" << fmt(vision_gflop) << " GFLOP, "

@@ -35,6 +35,9 @@ struct BenchOptions {
 struct Ceilings {
   double gemm_gflops_fp32 = 0;  // best of a few square sizes
   double gemm_gflops_bf16 = 0;  // libtorch's bf16 matmul (emulated without native bf16)
+  // nn::int8_gemm (float32 rows quantised, int8 x int8, rescaled) in GOP/s;
+  // 0 where the int8 x int8 GEMM is not available.
+  double gemm_gops_int8 = 0;
   double bandwidth_gbs = 0;     // STREAM-like triad, counted as 3 streams
 };
 Ceilings measure_ceilings(int threads, GemmPool restore);

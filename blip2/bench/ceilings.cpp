@@ -1,6 +1,6 @@
 // The machine's own limits, measured in the run that reports against them:
 // the best GEMM throughput per dtype (libtorch's matmul, i.e. OpenBLAS for
-// float32) and the memory bandwidth of a STREAM-like triad.
+// float32; our int8 x int8 product on oneDNN) and the memory bandwidth of a STREAM-like triad.
 #include <omp.h>
 #include <torch/torch.h>
 
@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "blip2/bench/benchmark.h"
+#include "blip2/nn/int8_gemm.h"
 #include "blip2/util/threads.h"
 
 namespace blip2::bench {
@@ -34,6 +35,21 @@ double gemm_gflops(torch::ScalarType dtype, const std::vector<int64_t>& sizes) {
     auto c = torch::empty({n, n}, a.options());
     const double s = best_seconds(3, [&] { at::mm_out(c, a, b); });
     best = std::max(best, 2.0 * n * n * n / s / 1e9);
+  }
+  return best;
+}
+
+// nn::int8_gemm on square float32 rows and int8 weights: what --dtype int8's
+// many-row products reach at best (the rows' quantisation included).
+double int8_gops(const std::vector<int64_t>& sizes) {
+  torch::NoGradGuard g;
+  double best = 0;
+  for (const int64_t n : sizes) {
+    const auto x = torch::randn({n, n});
+    const auto q = torch::randint(-127, 128, {n, n}, torch::kChar);
+    const auto s = torch::rand({n}) * 0.01;
+    const double t = best_seconds(3, [&] { nn::int8_gemm(x, q, s, nullptr); });
+    best = std::max(best, 2.0 * n * n * n / t / 1e9);
   }
   return best;
 }
@@ -69,6 +85,7 @@ Ceilings measure_ceilings(int threads, GemmPool restore) {
   c.gemm_gflops_fp32 = gemm_gflops(torch::kFloat, {512, 1024, 2048});
   apply_threads(threads, GemmPool::kOpenMP);
   c.gemm_gflops_bf16 = gemm_gflops(torch::kBFloat16, {512, 1024});
+  if (nn::int8_gemm_available()) c.gemm_gops_int8 = int8_gops({512, 1024, 2048});
   c.bandwidth_gbs = triad_gbs();
   apply_threads(threads, restore);
   return c;

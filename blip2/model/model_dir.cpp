@@ -6,6 +6,7 @@
 
 #include "blip2/blip2.h"
 #include "blip2/nn/gemm.h"
+#include "blip2/nn/int8_gemm.h"
 #include "blip2/util/cpu.h"
 #include "blip2/util/dtype.h"
 #include "blip2/util/error.h"
@@ -67,11 +68,17 @@ Runtime apply_runtime(const RuntimeOptions& options) {
   r.threads = apply_threads(options.threads, native ? GemmPool::kOpenMP : GemmPool::kOpenBlas);
   r.line = std::string("weights ") + (r.dtype == torch::kChar ? "int8" : c10::toString(r.dtype)) + ", compute " +
            c10::toString(r.compute_dtype);
+  nn::set_int8_gemm(nn::parse_int8_gemm(options.int8_gemm, "--int8-gemm"));
   if (r.dtype == torch::kChar)
     r.line += std::string(", int8 per-channel (vision encoder + LM): ") +
               (cpu_features().avx2 && cpu_features().fma ? "AVX2 int8 GEMV for <= 8 rows, "
                                                           : "no AVX2: int8 rows dequantised for every product, ") +
-              "int8 blocks dequantised to float32 + BLAS GEMM for more rows";
+              (nn::int8_int8_gemm() ? "int8 x int8 GEMM for more rows (rows quantised per row, oneDNN " +
+                                          nn::int8_gemm_impl() + ")"
+                                    : std::string("int8 blocks dequantised to float32 + BLAS GEMM for more rows (int8 "
+                                                  "x int8 GEMM ") +
+                                          (options.int8_gemm == "auto" ? nn::int8_gemm_impl() : "off: --int8-gemm fp32") +
+                                          ")");
   if (bf16_cpu)
     r.line += native ? ", bf16 GEMM native (" + cpu_features().summary() + ")"
                      : std::string(", bf16 weights widened to float32 for GEMM");

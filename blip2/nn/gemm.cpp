@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 
+#include "blip2/nn/int8_gemm.h"
 #include "blip2/util/cpu.h"
 #include "blip2/util/error.h"
 #include "blip2/util/threads.h"
@@ -17,6 +18,7 @@ namespace blip2::nn {
 namespace {
 
 std::atomic<Bf16Gemm> g_bf16_gemm{Bf16Gemm::kAuto};
+std::atomic<Int8Gemm> g_int8_gemm{Int8Gemm::kAuto};
 
 bool has_avx2_fma() {
   const auto& f = cpu_features();
@@ -133,6 +135,22 @@ Bf16Gemm parse_bf16_gemm(const std::string& name, const std::string& what) {
                     "weights and multiply in float32)");
 }
 
+void set_int8_gemm(Int8Gemm mode) { g_int8_gemm = mode; }
+
+bool int8_int8_gemm() { return g_int8_gemm.load() != Int8Gemm::kDequantised && int8_gemm_available(); }
+
+Int8Gemm parse_int8_gemm(const std::string& name, const std::string& what) {
+  if (name == "auto") return Int8Gemm::kAuto;
+  if (name == "fp32" || name == "float32") return Int8Gemm::kDequantised;
+  if (name == "int8") {
+    if (!int8_gemm_available())
+      throw ConfigError(what + " int8: the int8 x int8 GEMM is " + int8_gemm_impl() + "; use auto or fp32");
+    return Int8Gemm::kInt8;
+  }
+  throw ConfigError(what + " '" + name + "' is not one of auto, int8 (int8 x int8 GEMM where the CPU has one), "
+                    "fp32 (dequantise the weights and multiply in float32)");
+}
+
 LinearPath linear_path(const at::Tensor& x, const at::Tensor& weight) {
   const auto wt = weight.scalar_type();
   const bool f32_x = x.scalar_type() == at::kFloat;
@@ -143,7 +161,10 @@ LinearPath linear_path(const at::Tensor& x, const at::Tensor& weight) {
       !weight.is_contiguous() || weight.dim() != 2 || !f32_x || !(wt == at::kFloat || half_w || i8_w))
     return LinearPath::kTorch;
   const int64_t rows = x.dim() == 0 ? 0 : x.numel() / std::max<int64_t>(1, x.size(-1));
-  if (i8_w) return rows >= 1 && rows <= kGemvRows && has_avx2_fma() ? LinearPath::kGemvI8 : LinearPath::kDequantI8;
+  if (i8_w) {
+    if (rows >= 1 && rows <= kGemvRows && has_avx2_fma()) return LinearPath::kGemvI8;
+    return rows >= 1 && int8_int8_gemm() ? LinearPath::kInt8Gemm : LinearPath::kDequantI8;
+  }
   if (rows >= 1 && rows <= kGemvRows && has_avx2_fma() && wt != at::kHalf)
     return wt == at::kFloat ? LinearPath::kGemvF32 : LinearPath::kGemvBF16;
   if (!half_w) return LinearPath::kTorch;
@@ -158,6 +179,7 @@ const char* linear_path_name(LinearPath p) {
     case LinearPath::kWidened: return "widened-fp32-gemm";
     case LinearPath::kGemvI8: return "gemv-int8";
     case LinearPath::kDequantI8: return "int8-dequantised-fp32-gemm";
+    case LinearPath::kInt8Gemm: return "int8-int8-gemm";
     default: return "torch";
   }
 }
@@ -189,6 +211,7 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
   const int64_t M = x2.size(0);
   const at::Tensor b = bias.defined() ? bias.to(at::kFloat).contiguous() : at::Tensor();
   const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
+  if (path == LinearPath::kInt8Gemm) return int8_gemm(x2, weight, scale, bp).view(out_shape);
   if (path == LinearPath::kNativeBF16) {
     auto y = at::linear(x2.to(at::kBFloat16), weight).to(at::kFloat);
     if (b.defined()) y.add_(b);

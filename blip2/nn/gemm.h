@@ -14,8 +14,10 @@
 //   rows at a time, in cache, and multiplied by BLAS;
 // - int8 weights (--dtype int8: int8 rows with one float32 scale per output
 //   row, see nn/quant.h): the same GEMV kernel widening int8 to float32 for
-//   few rows, and for many rows blocks of rows dequantised into the
-//   cache-sized float32 buffer and multiplied by BLAS;
+//   few rows; for many rows, where the CPU has an int8 GEMM (oneDNN's, see
+//   nn/int8_gemm.h), the rows quantised to int8 and multiplied in int8,
+//   otherwise blocks of weight rows dequantised into the cache-sized float32
+//   buffer and multiplied by BLAS;
 // - otherwise libtorch's linear (OpenBLAS for float32).
 #pragma once
 
@@ -34,7 +36,7 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
                   const at::Tensor& scale = {});
 
 // Which path linear() takes for these operands (for tests and --verbose).
-enum class LinearPath { kTorch, kGemvF32, kGemvBF16, kNativeBF16, kWidened, kGemvI8, kDequantI8 };
+enum class LinearPath { kTorch, kGemvF32, kGemvBF16, kNativeBF16, kWidened, kGemvI8, kDequantI8, kInt8Gemm };
 LinearPath linear_path(const at::Tensor& x, const at::Tensor& weight);
 const char* linear_path_name(LinearPath p);
 
@@ -46,5 +48,16 @@ void set_bf16_gemm(Bf16Gemm mode);
 bool native_bf16_gemm();  // what kAuto resolved to, or the forced choice
 // "auto", "native", "fp32"; ConfigError naming `what` otherwise.
 Bf16Gemm parse_bf16_gemm(const std::string& name, const std::string& what);
+
+// Whether int8 weights with many rows are multiplied in int8 (the rows
+// quantised too: nn/int8_gemm.h). kAuto: where int8_gemm_available();
+// kDequantised forces the float32 path every CPU has; kInt8 where it is
+// available (check_int8_gemm says why not).
+enum class Int8Gemm { kAuto, kInt8, kDequantised };
+void set_int8_gemm(Int8Gemm mode);
+bool int8_int8_gemm();  // what kAuto resolved to, or the forced choice
+// "auto", "int8", "fp32"; ConfigError naming `what` otherwise, or when "int8"
+// is asked for where it cannot run.
+Int8Gemm parse_int8_gemm(const std::string& name, const std::string& what);
 
 }  // namespace blip2::nn

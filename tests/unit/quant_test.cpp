@@ -29,6 +29,14 @@ using test::TempDir;
 
 bool avx2() { return cpu_features().avx2 && cpu_features().fma; }
 
+// The exactness tests below are about weight-only int8: many rows take the
+// dequantised path here (the int8 x int8 GEMM quantises the rows too and has
+// its own bound: int8_gemm_test.cpp).
+struct DequantisedGemm {
+  DequantisedGemm() { nn::set_int8_gemm(nn::Int8Gemm::kDequantised); }
+  ~DequantisedGemm() { nn::set_int8_gemm(nn::Int8Gemm::kAuto); }
+};
+
 // nn::linear on int8 rows against libtorch's float32 linear on the same rows
 // dequantised: the kernels add no error of their own beyond float rounding.
 void expect_matches_dequantised(const at::Tensor& x, const nn::Int8Rows& w, const at::Tensor& b) {
@@ -75,6 +83,7 @@ TEST(QuantTest, QuantisesBf16MatricesLikeTheirFloat32Values) {
 }
 
 TEST(QuantTest, Int8LinearMatchesTheDequantisedProductForEveryRowCountAndOddWidths) {
+  DequantisedGemm dequantised;
   torch::manual_seed(5);
   for (int64_t rows = 1; rows <= nn::kGemvRows + 1; ++rows) {
     for (const int64_t k : {1, 7, 13, 33, 100}) {
@@ -92,6 +101,7 @@ TEST(QuantTest, Int8LinearMatchesTheDequantisedProductForEveryRowCountAndOddWidt
 }
 
 TEST(QuantTest, ManyRowsDequantiseInSeveralBlocksAndKeepLeadingDimensions) {
+  DequantisedGemm dequantised;
   torch::manual_seed(6);
   // 4096 columns: 512 rows per dequantised block, so 1100 rows take three blocks.
   const auto w = nn::quantize_rows(torch::randn({1100, 4096}) * 0.02);

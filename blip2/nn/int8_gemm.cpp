@@ -1,0 +1,174 @@
+#include "blip2/nn/int8_gemm.h"
+
+#include <immintrin.h>
+#include <omp.h>
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <map>
+#include <mutex>
+
+#ifdef BLIP2_HAVE_DNNL
+#include <oneapi/dnnl/dnnl.hpp>
+#endif
+
+#include "blip2/util/cpu.h"
+#include "blip2/util/threads.h"
+
+namespace blip2::nn {
+
+namespace {
+
+// Row x (K floats) -> q = round(x / s) with s = max|x| / 127 (1 for a row of
+// zeros, whose q is all 0); returns s. 32 floats at a time: four vectors of
+// int32 packed with saturation to 32 int8 and put back in order.
+__attribute__((target("avx2,fma"))) float quantize_row(const float* x, int8_t* q, int64_t K) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  __m256 mx = _mm256_setzero_ps();
+  const int64_t K8 = K / 8 * 8, K32 = K / 32 * 32;
+  for (int64_t k = 0; k < K8; k += 8) mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + k)));
+  __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+  m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+  m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+  float amax = _mm_cvtss_f32(m4);
+  for (int64_t k = K8; k < K; ++k) amax = std::max(amax, std::fabs(x[k]));
+  const float s = amax > 0 ? amax / 127.0f : 1.0f;
+  const float inv = 1.0f / s;
+  const __m256 iv = _mm256_set1_ps(inv);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (int64_t k = 0; k < K32; k += 32) {
+    const __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k), iv));
+    const __m256i b = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k + 8), iv));
+    const __m256i c = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k + 16), iv));
+    const __m256i d = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k + 24), iv));
+    // packs work per 128-bit lane: the result holds a0-3 b0-3 c0-3 d0-3 a4-7 ...
+    const __m256i abcd = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + k), _mm256_permutevar8x32_epi32(abcd, order));
+  }
+  // The tail rounds like cvtps (to nearest, ties to even: the default mode).
+  for (int64_t k = K32; k < K; ++k) q[k] = static_cast<int8_t>(std::clamp(std::nearbyint(x[k] * inv), -127.0f, 127.0f));
+  return s;
+}
+
+// In place over the int32 sums: y[n] = acc[n] * (sx * sw[n]) + b[n] for one row.
+__attribute__((target("avx2,fma"))) void rescale_row(float* y, float sx, const float* sw, const float* b, int64_t N) {
+  auto* acc = reinterpret_cast<const int32_t*>(y);
+  const int64_t N8 = N / 8 * 8;
+  const __m256 vs = _mm256_set1_ps(sx);
+  for (int64_t n = 0; n < N8; n += 8) {
+    const __m256 a = _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + n)));
+    const __m256 s = _mm256_mul_ps(vs, _mm256_loadu_ps(sw + n));
+    _mm256_storeu_ps(y + n, b ? _mm256_fmadd_ps(a, s, _mm256_loadu_ps(b + n)) : _mm256_mul_ps(a, s));
+  }
+  for (int64_t n = N8; n < N; ++n) {
+    const float a = static_cast<float>(acc[n]);
+    y[n] = a * (sx * sw[n]) + (b ? b[n] : 0.0f);
+  }
+}
+
+// Rows per thread below which one thread does the element-wise passes.
+constexpr int64_t kRowsPerThread = 16;
+
+#ifdef BLIP2_HAVE_DNNL
+
+dnnl::engine& cpu_engine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+
+dnnl::matmul::primitive_desc describe(int64_t M, int64_t K, int64_t N) {
+  using dt = dnnl::memory::data_type;
+  using tag = dnnl::memory::format_tag;
+  const dnnl::memory::desc a({M, K}, dt::s8, tag::ab);
+  const dnnl::memory::desc w({K, N}, dt::s8, tag::ba);  // our (N, K) rows are W^T's columns
+  const dnnl::memory::desc c({M, N}, dt::s32, tag::ab);
+  return dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, w, c), cpu_engine());
+}
+
+// One primitive per shape, built once (building one costs more than running a
+// small one). Executing a primitive from several threads at once is allowed.
+struct Matmul {
+  dnnl::matmul::primitive_desc pd;
+  dnnl::matmul prim;
+};
+
+Matmul primitive_for(int64_t M, int64_t K, int64_t N) {
+  static std::mutex mu;
+  static std::map<std::array<int64_t, 3>, Matmul> cache;
+  const std::array<int64_t, 3> key{M, K, N};
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  if (cache.size() >= 256) cache.clear();  // many prompt lengths: start over rather than grow
+  auto pd = describe(M, K, N);
+  dnnl::matmul prim(pd);
+  return cache.emplace(key, Matmul{std::move(pd), std::move(prim)}).first->second;
+}
+
+std::string probe() {
+  const auto& f = cpu_features();
+  if (!(f.avx2 && f.fma)) return "not available: the CPU has no AVX2+FMA";
+  try {
+    const std::string impl = describe(64, 64, 64).impl_info_str();
+    if (impl.rfind("ref", 0) == 0) return "not available: oneDNN has only its reference int8 kernel here (" + impl + ")";
+    return impl;
+  } catch (const dnnl::error& e) {
+    return std::string("not available: oneDNN: ") + e.what();
+  }
+}
+
+#else
+
+std::string probe() { return "not available: built without oneDNN (libdnnl-dev)"; }
+
+#endif
+
+}  // namespace
+
+const std::string& int8_gemm_impl() {
+  static const std::string impl = probe();
+  return impl;
+}
+
+bool int8_gemm_available() { return int8_gemm_impl().rfind("not available", 0) != 0; }
+
+at::Tensor int8_gemm(const at::Tensor& x, const at::Tensor& q, const at::Tensor& scale, const float* bias) {
+  TORCH_CHECK(int8_gemm_available(), "int8_gemm: ", int8_gemm_impl());
+  const int64_t M = x.size(0), K = x.size(1), N = q.size(0);
+  auto xq = at::empty({M, K}, x.options().dtype(at::kChar));
+  auto sx = at::empty({M}, x.options());
+  auto y = at::empty({M, N}, x.options());  // the int32 sums first, then y in place
+  const float* xp = x.data_ptr<float>();
+  int8_t* xqp = xq.data_ptr<int8_t>();
+  float* sxp = sx.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  const float* sw = scale.data_ptr<float>();
+  const int threads = static_cast<int>(std::clamp<int64_t>(M / kRowsPerThread, 1, kernel_threads()));
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t m = 0; m < M; ++m) sxp[m] = quantize_row(xp + m * K, xqp + m * K, K);
+#ifdef BLIP2_HAVE_DNNL
+  {
+    dnnl::engine& e = cpu_engine();
+    const Matmul mm = primitive_for(M, K, N);
+    dnnl::memory a(mm.pd.src_desc(), e, xqp), c(mm.pd.dst_desc(), e, yp);
+    dnnl::memory w(mm.pd.weights_desc(), e, const_cast<int8_t*>(q.data_ptr<int8_t>()));
+    // oneDNN runs on the calling thread's OpenMP team: give it our kernels' count.
+    struct Team {
+      int before = omp_get_max_threads();
+      explicit Team(int n) { omp_set_num_threads(n); }
+      ~Team() { omp_set_num_threads(before); }
+    } team(kernel_threads());
+    dnnl::stream s(e);
+    mm.prim.execute(s, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, c}});
+    s.wait();
+  }
+#endif
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t m = 0; m < M; ++m) rescale_row(yp + m * N, sxp[m], sw, bias, N);
+  return y;
+}
+
+}  // namespace blip2::nn
