@@ -53,6 +53,21 @@ torch::ScalarType compute_dtype_for(torch::ScalarType dtype, const torch::Device
   return device.is_cpu() || dtype == torch::kChar ? torch::kFloat : dtype;
 }
 
+namespace {
+
+// Which kernels --dtype int8 runs, for the --verbose line.
+std::string int8_paths(const std::string& requested) {
+  if (nn::int8_int8_gemm())
+    return std::string("activations quantised per row too, int8 x int8 GEMV for <= 8 rows (") +
+           nn::int8_gemv_kernel() + "), oneDNN int8 GEMM for more (" + nn::int8_gemm_impl() + ")";
+  const std::string why = requested == "auto" ? nn::int8_gemm_impl() : "off: --int8-gemm fp32";
+  return std::string(cpu_features().avx2 && cpu_features().fma ? "AVX2 int8 GEMV for <= 8 rows, "
+                                                                : "no AVX2: int8 rows dequantised for every product, ") +
+         "int8 blocks dequantised to float32 + BLAS GEMM for more rows (int8 x int8 " + why + ")";
+}
+
+}  // namespace
+
 Runtime apply_runtime(const RuntimeOptions& options) {
   Runtime r;
   r.dtype = parse_weight_dtype(options.dtype, "--dtype");
@@ -65,20 +80,16 @@ Runtime apply_runtime(const RuntimeOptions& options) {
   // Native bf16 GEMMs run on libtorch's OpenMP pool, float32 ones on OpenBLAS's.
   const bool bf16_cpu = r.device.is_cpu() && r.dtype == torch::kBFloat16;
   const bool native = bf16_cpu && nn::native_bf16_gemm();
-  r.threads = apply_threads(options.threads, native ? GemmPool::kOpenMP : GemmPool::kOpenBlas);
+  // So do int8 x int8 products (oneDNN and our GEMV): with OpenBLAS's pool
+  // also at N threads the two spin against each other (vision encoder 1.9x
+  // slower, measured; docs/performance.md), so the float32 products left
+  // (attention, the Q-Former) get one BLAS thread.
+  nn::set_int8_gemm(nn::parse_int8_gemm(options.int8_gemm, "--int8-gemm"));
+  const bool int8_cpu = r.device.is_cpu() && r.dtype == torch::kChar && nn::int8_int8_gemm();
+  r.threads = apply_threads(options.threads, native || int8_cpu ? GemmPool::kOpenMP : GemmPool::kOpenBlas);
   r.line = std::string("weights ") + (r.dtype == torch::kChar ? "int8" : c10::toString(r.dtype)) + ", compute " +
            c10::toString(r.compute_dtype);
-  nn::set_int8_gemm(nn::parse_int8_gemm(options.int8_gemm, "--int8-gemm"));
-  if (r.dtype == torch::kChar)
-    r.line += std::string(", int8 per-channel (vision encoder + LM): ") +
-              (cpu_features().avx2 && cpu_features().fma ? "AVX2 int8 GEMV for <= 8 rows, "
-                                                          : "no AVX2: int8 rows dequantised for every product, ") +
-              (nn::int8_int8_gemm() ? "int8 x int8 GEMM for more rows (rows quantised per row, oneDNN " +
-                                          nn::int8_gemm_impl() + ")"
-                                    : std::string("int8 blocks dequantised to float32 + BLAS GEMM for more rows (int8 "
-                                                  "x int8 GEMM ") +
-                                          (options.int8_gemm == "auto" ? nn::int8_gemm_impl() : "off: --int8-gemm fp32") +
-                                          ")");
+  if (r.dtype == torch::kChar) r.line += ", int8 per-channel (vision encoder + LM): " + int8_paths(options.int8_gemm);
   if (bf16_cpu)
     r.line += native ? ", bf16 GEMM native (" + cpu_features().summary() + ")"
                      : std::string(", bf16 weights widened to float32 for GEMM");
@@ -104,9 +115,13 @@ ModelDir load_model_dir(const std::string& dir, const RuntimeOptions& options) {
   if (m.runtime.dtype != torch::kChar) {  // a `blip2 quantize`d directory runs in int8 whatever --dtype says
     size_t int8 = 0;
     for (const auto& p : m.model->parameters()) int8 += p.scalar_type() == torch::kChar;
-    if (int8)
-      m.runtime.line = "weights int8 (" + std::to_string(int8) + " matrices of the checkpoint, mapped), " +
-                       m.runtime.line.substr(m.runtime.line.find("compute"));
+    if (int8) {
+      if (m.runtime.device.is_cpu() && nn::int8_int8_gemm())  // its products run on the OpenMP pool (above)
+        m.runtime.threads = apply_threads(options.threads, GemmPool::kOpenMP);
+      m.runtime.line = "weights int8 (" + std::to_string(int8) + " matrices of the checkpoint, mapped), compute " +
+                       c10::toString(m.runtime.compute_dtype) + ", " + int8_paths(options.int8_gemm) + "; " +
+                       m.runtime.threads.describe();
+    }
   }
   m.tokenizer = load_tokenizer(dir);
   if (m.model->parts().language) {

@@ -162,8 +162,8 @@ LinearPath linear_path(const at::Tensor& x, const at::Tensor& weight) {
     return LinearPath::kTorch;
   const int64_t rows = x.dim() == 0 ? 0 : x.numel() / std::max<int64_t>(1, x.size(-1));
   if (i8_w) {
-    if (rows >= 1 && rows <= kGemvRows && has_avx2_fma()) return LinearPath::kGemvI8;
-    return rows >= 1 && int8_int8_gemm() ? LinearPath::kInt8Gemm : LinearPath::kDequantI8;
+    if (rows >= 1 && int8_int8_gemm()) return rows <= kGemvRows ? LinearPath::kInt8Gemv : LinearPath::kInt8Gemm;
+    return rows >= 1 && rows <= kGemvRows && has_avx2_fma() ? LinearPath::kGemvI8 : LinearPath::kDequantI8;
   }
   if (rows >= 1 && rows <= kGemvRows && has_avx2_fma() && wt != at::kHalf)
     return wt == at::kFloat ? LinearPath::kGemvF32 : LinearPath::kGemvBF16;
@@ -180,6 +180,7 @@ const char* linear_path_name(LinearPath p) {
     case LinearPath::kGemvI8: return "gemv-int8";
     case LinearPath::kDequantI8: return "int8-dequantised-fp32-gemm";
     case LinearPath::kInt8Gemm: return "int8-int8-gemm";
+    case LinearPath::kInt8Gemv: return "int8-int8-gemv";
     default: return "torch";
   }
 }
@@ -212,6 +213,7 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
   const at::Tensor b = bias.defined() ? bias.to(at::kFloat).contiguous() : at::Tensor();
   const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
   if (path == LinearPath::kInt8Gemm) return int8_gemm(x2, weight, scale, bp).view(out_shape);
+  if (path == LinearPath::kInt8Gemv) return int8_gemv(x2, weight, scale, bp).view(out_shape);
   if (path == LinearPath::kNativeBF16) {
     auto y = at::linear(x2.to(at::kBFloat16), weight).to(at::kFloat);
     if (b.defined()) y.add_(b);

@@ -13,11 +13,12 @@
 //   rounded to bf16; otherwise the weight is widened to float32 a block of
 //   rows at a time, in cache, and multiplied by BLAS;
 // - int8 weights (--dtype int8: int8 rows with one float32 scale per output
-//   row, see nn/quant.h): the same GEMV kernel widening int8 to float32 for
-//   few rows; for many rows, where the CPU has an int8 GEMM (oneDNN's, see
-//   nn/int8_gemm.h), the rows quantised to int8 and multiplied in int8,
-//   otherwise blocks of weight rows dequantised into the cache-sized float32
-//   buffer and multiplied by BLAS;
+//   row, see nn/quant.h): where the CPU has an int8 GEMM (oneDNN's, see
+//   nn/int8_gemm.h) the activation rows are quantised to int8 too and
+//   multiplied in int8: our int8 x int8 GEMV for few rows, oneDNN's GEMM for
+//   more; otherwise (or --int8-gemm fp32) the same GEMV kernel widening int8
+//   to float32 for few rows and, for more, blocks of weight rows dequantised
+//   into the cache-sized float32 buffer and multiplied by BLAS;
 // - otherwise libtorch's linear (OpenBLAS for float32).
 #pragma once
 
@@ -36,7 +37,7 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
                   const at::Tensor& scale = {});
 
 // Which path linear() takes for these operands (for tests and --verbose).
-enum class LinearPath { kTorch, kGemvF32, kGemvBF16, kNativeBF16, kWidened, kGemvI8, kDequantI8, kInt8Gemm };
+enum class LinearPath { kTorch, kGemvF32, kGemvBF16, kNativeBF16, kWidened, kGemvI8, kDequantI8, kInt8Gemm, kInt8Gemv };
 LinearPath linear_path(const at::Tensor& x, const at::Tensor& weight);
 const char* linear_path_name(LinearPath p);
 

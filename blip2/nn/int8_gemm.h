@@ -33,10 +33,19 @@ bool int8_gemm_available();
 // oneDNN's name for the kernel it uses ("brg:avx512_core_vnni", ...), or why
 // the path is not available.
 const std::string& int8_gemm_impl();
+// int8_gemv's kernel on this CPU: "avx512-vnni" or "avx2".
+const char* int8_gemv_kernel();
 
 // x (M, K) float32 contiguous, q (N, K) int8 contiguous, scale (N) float32,
 // bias (N) float32 or null -> y (M, N) float32. int8_gemm_available() must
 // hold. Threads: kernel_threads().
 at::Tensor int8_gemm(const at::Tensor& x, const at::Tensor& q, const at::Tensor& scale, const float* bias);
+// The same product for 1..kGemvRows rows (decoding, beams) without oneDNN:
+// our kernel, each weight row read once for all rows (AVX-512 VNNI vpdpbusd
+// where the CPU has it, else AVX2 vpmaddubsw + vpmaddwd). Same arguments, same
+// result as int8_gemm bit for bit up to the rescale's float rounding.
+// `avx2_only`: the AVX2 kernel even on a VNNI CPU (tests check both).
+at::Tensor int8_gemv(const at::Tensor& x, const at::Tensor& q, const at::Tensor& scale, const float* bias,
+                     bool avx2_only = false);
 
 }  // namespace blip2::nn

@@ -3,6 +3,8 @@
 // - it computes exactly the stated algorithm (rows quantised per row, round
 //   to nearest even, int32 sums, rescaled), checked against the same steps
 //   written with libtorch ops in double precision;
+// - our GEMV for few rows gives the oneDNN GEMM's result exactly, with the
+//   AVX-512 VNNI kernel and the AVX2 one;
 // - its distance from the weight-only product stays within the bound the
 //   rows' rounding allows, sx[m] / 2 * sw[n] * sum_k |Q[n, k]|;
 // - the path and the --int8-gemm switch are chosen as documented.
@@ -59,6 +61,37 @@ TEST(Int8GemmTest, ComputesTheStatedAlgorithmOnOddShapes) {
   }
 }
 
+TEST(Int8GemmTest, GemvKernelsComputeTheSameAlgorithmForEveryRowCount) {
+  SKIP_WITHOUT_INT8_GEMM();
+  torch::manual_seed(25);
+  std::printf("  int8 x int8 GEMV kernel here: %s\n", nn::int8_gemv_kernel());
+  for (int64_t m = 1; m <= nn::kGemvRows; ++m) {
+    // K around both kernels' widths (32 and 64 bytes) and their tails.
+    for (const int64_t k : {1, 7, 31, 32, 33, 63, 64, 65, 100, 257}) {
+      for (const int64_t n : {1, 17, 40}) {
+        const auto x = torch::randn({m, k}) * 2;
+        auto w = nn::quantize_rows(torch::randn({n, k}) * 0.1);
+        w.q[0][0] = -127;  // the extremes of the rows' steps
+        const auto b = torch::randn({n});
+        const auto want = reference(x, w, b);
+        const auto gemm = nn::int8_gemm(x, w.q, w.scale, b.data_ptr<float>());
+        for (const bool avx2_only : {false, true}) {
+          const auto got = nn::int8_gemv(x, w.q, w.scale, b.data_ptr<float>(), avx2_only);
+          // Same integer sums, same rescale: the oneDNN GEMM's result exactly.
+          EXPECT_TRUE(torch::equal(got, gemm)) << "m " << m << " k " << k << " n " << n << " avx2 " << avx2_only;
+          const double err = (got.to(at::kDouble) - want).abs().max().item<double>();
+          EXPECT_LE(err, 2e-6 * std::max(1.0, want.abs().max().item<double>()));
+        }
+      }
+    }
+  }
+  apply_threads(2);  // rows of Q split over threads: the same sums
+  const auto x = torch::randn({3, 96});
+  const auto w = nn::quantize_rows(torch::randn({1000, 96}));
+  EXPECT_TRUE(torch::equal(nn::int8_gemv(x, w.q, w.scale, nullptr), nn::int8_gemm(x, w.q, w.scale, nullptr)));
+  apply_threads(0);
+}
+
 TEST(Int8GemmTest, StaysWithinTheRowsRoundingBoundOfTheWeightOnlyProduct) {
   SKIP_WITHOUT_INT8_GEMM();
   torch::manual_seed(22);
@@ -105,8 +138,10 @@ TEST(Int8GemmTest, ThreadCountsGiveTheSameResult) {
 TEST(Int8GemmTest, PathFollowsRowsAndTheSwitch) {
   const auto w = nn::quantize_rows(torch::randn({8, 16}));
   const auto many = torch::randn({nn::kGemvRows + 1, 16});
+  const auto few = torch::randn({nn::kGemvRows, 16});
   if (nn::int8_gemm_available()) {
     EXPECT_EQ(nn::linear_path(many, w.q), nn::LinearPath::kInt8Gemm);
+    EXPECT_EQ(nn::linear_path(few, w.q), nn::LinearPath::kInt8Gemv);
     EXPECT_EQ(nn::parse_int8_gemm("int8", "--int8-gemm"), nn::Int8Gemm::kInt8);
   } else {
     EXPECT_EQ(nn::linear_path(many, w.q), nn::LinearPath::kDequantI8);
@@ -114,6 +149,7 @@ TEST(Int8GemmTest, PathFollowsRowsAndTheSwitch) {
   }
   nn::set_int8_gemm(nn::parse_int8_gemm("fp32", "--int8-gemm"));
   EXPECT_EQ(nn::linear_path(many, w.q), nn::LinearPath::kDequantI8);
+  EXPECT_NE(nn::linear_path(few, w.q), nn::LinearPath::kInt8Gemv);  // the widening GEMV (AVX2) or dequantised
   nn::set_int8_gemm(nn::Int8Gemm::kAuto);
   EXPECT_EQ(nn::linear_path(torch::randn({0, 16}), w.q), nn::LinearPath::kDequantI8);  // nothing to quantise
   try {

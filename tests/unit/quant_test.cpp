@@ -29,9 +29,9 @@ using test::TempDir;
 
 bool avx2() { return cpu_features().avx2 && cpu_features().fma; }
 
-// The exactness tests below are about weight-only int8: many rows take the
-// dequantised path here (the int8 x int8 GEMM quantises the rows too and has
-// its own bound: int8_gemm_test.cpp).
+// The exactness tests below are about weight-only int8 (the widening GEMV
+// and the dequantised GEMM): the int8 x int8 paths quantise the activation
+// rows too and have their own bound (int8_gemm_test.cpp).
 struct DequantisedGemm {
   DequantisedGemm() { nn::set_int8_gemm(nn::Int8Gemm::kDequantised); }
   ~DequantisedGemm() { nn::set_int8_gemm(nn::Int8Gemm::kAuto); }
@@ -112,6 +112,7 @@ TEST(QuantTest, ManyRowsDequantiseInSeveralBlocksAndKeepLeadingDimensions) {
 }
 
 TEST(QuantTest, GemvSplitsRowsOverThreads) {
+  DequantisedGemm dequantised;
   torch::manual_seed(7);
   apply_threads(2);
   const auto w = nn::quantize_rows(torch::randn({1000, 72}));
@@ -134,6 +135,7 @@ TEST(QuantTest, AutogradThroughInt8WeightsUsesTheDequantisedMatrix) {
 }
 
 TEST(QuantTest, Int8LinearAndEmbeddingModulesRunTheDequantisedWeights) {
+  DequantisedGemm dequantised;
   torch::manual_seed(8);
   torch::NoGradGuard g;
   nn::Linear lin(30, 11);
