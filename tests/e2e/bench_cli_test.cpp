@@ -49,6 +49,9 @@ TEST(BenchCliTest, BadFlagsNameTheFlagAndTheChoices) {
   auto g = run_cli("bench --bf16-gemm fast");
   EXPECT_EQ(g.code, 1);
   EXPECT_NE(g.err.find("--bf16-gemm 'fast' is not one of auto, native"), std::string::npos) << g.err;
+  auto i = run_cli("caption --dtype int8 --int8-gemm vnni " + std::string(BLIP2_SOURCE_DIR) + "/examples/shapes-1.png");
+  EXPECT_EQ(i.code, 1);
+  EXPECT_NE(i.err.find("--int8-gemm 'vnni' is not one of auto, int8"), std::string::npos) << i.err;
 }
 
 }  // namespace
