@@ -44,9 +44,10 @@ struct RuntimeOptions {
   // the CPU's native bf16 GEMM ("native", where AVX-512 BF16/AMX exist),
   // widen the weights to float32 ("fp32"), or choose ("auto").
   std::string bf16_gemm = "auto";
-  // int8 weights with many rows: an int8 x int8 GEMM with the rows quantised
-  // per row too ("int8", where oneDNN has one for this CPU), the weights
-  // dequantised to float32 ("fp32"), or choose ("auto": int8 where it can).
+  // int8 weights: int8 x int8 products with each activation row quantised
+  // too ("int8", where oneDNN has an int8 GEMM for this CPU), the weights
+  // alone int8 and widened to float32 ("fp32"), or choose ("auto": int8 where
+  // it can).
   std::string int8_gemm = "auto";
 };
 using PipelineOptions = RuntimeOptions;

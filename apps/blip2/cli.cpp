@@ -69,8 +69,8 @@ void add_model_flags(CLI::App* app, ModelFlags& f) {
                   "bfloat16 weights: auto, native (the CPU's bf16 GEMM) or fp32 (widen; every CPU) (default " +
                       d.bf16_gemm + ")");
   app->add_option("--int8-gemm", f.int8_gemm,
-                  "int8 weights, many rows: auto, int8 (int8 x int8 GEMM, rows quantised too) or fp32 (dequantise; "
-                  "every CPU) (default " + d.int8_gemm + ")");
+                  "int8 weights: auto, int8 (int8 x int8 products, activation rows quantised too) or fp32 (weights "
+                  "only; every CPU) (default " + d.int8_gemm + ")");
 }
 
 GenerationConfig GenerationFlags::apply(GenerationConfig g) const {

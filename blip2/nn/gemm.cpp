@@ -147,8 +147,8 @@ Int8Gemm parse_int8_gemm(const std::string& name, const std::string& what) {
       throw ConfigError(what + " int8: the int8 x int8 GEMM is " + int8_gemm_impl() + "; use auto or fp32");
     return Int8Gemm::kInt8;
   }
-  throw ConfigError(what + " '" + name + "' is not one of auto, int8 (int8 x int8 GEMM where the CPU has one), "
-                    "fp32 (dequantise the weights and multiply in float32)");
+  throw ConfigError(what + " '" + name + "' is not one of auto, int8 (int8 x int8 products where the CPU has an "
+                    "int8 GEMM), fp32 (int8 weights only, multiplied in float32)");
 }
 
 LinearPath linear_path(const at::Tensor& x, const at::Tensor& weight) {

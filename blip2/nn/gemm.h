@@ -50,10 +50,10 @@ bool native_bf16_gemm();  // what kAuto resolved to, or the forced choice
 // "auto", "native", "fp32"; ConfigError naming `what` otherwise.
 Bf16Gemm parse_bf16_gemm(const std::string& name, const std::string& what);
 
-// Whether int8 weights with many rows are multiplied in int8 (the rows
-// quantised too: nn/int8_gemm.h). kAuto: where int8_gemm_available();
-// kDequantised forces the float32 path every CPU has; kInt8 where it is
-// available (check_int8_gemm says why not).
+// Whether int8 weights are multiplied in int8 (the activation rows quantised
+// too: nn/int8_gemm.h). kAuto: where int8_gemm_available(); kDequantised
+// forces the weight-only paths every CPU has (widening GEMV, dequantised
+// GEMM); kInt8 where it is available (parse_int8_gemm says why not).
 enum class Int8Gemm { kAuto, kInt8, kDequantised };
 void set_int8_gemm(Int8Gemm mode);
 bool int8_int8_gemm();  // what kAuto resolved to, or the forced choice
