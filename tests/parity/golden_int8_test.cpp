@@ -12,10 +12,10 @@
 // the quantised token embeddings and the tied head), whose errors add
 // roughly in quadrature and grow through the residual stream: 1-3% of the
 // largest logit. Where the CPU has an int8 x int8 GEMM (nn/int8_gemm.h) the
-// products of many rows also round each activation row to int8 steps of
-// max|row| / 127, an error of the same size as the weights', adding in
-// quadrature: about sqrt(2) x, 1.5-5%. Measured with weights only: opt 1.5%,
-// t5 3.3%, itm 0.8%; with the int8 x int8 GEMM: opt 1.25%, t5 4.9%, itm 0.9%
+// products also round each activation row to int8 steps of max|row| / 127,
+// an error of the same size as the weights', adding in quadrature: about
+// sqrt(2) x, 1.5-5%. Measured with weights only: opt 1.5%, t5 3.3%, itm 0.8%;
+// with the int8 x int8 products: opt 1.25%, t5 5.5%, itm 0.9%
 // (docs/performance.md). 7% leaves room for other summation orders and still
 // fails when a scale is misapplied or missing (the logits then move by tens
 // of percent or more).

@@ -1,5 +1,6 @@
-// The int8 x int8 GEMM (nn/int8_gemm.h), the path nn::linear takes for int8
-// weights and many rows where oneDNN has an int8 kernel for this CPU:
+// The int8 x int8 products (nn/int8_gemm.h), the paths nn::linear takes for
+// int8 weights where oneDNN has an int8 kernel for this CPU (its GEMM for
+// many rows, our GEMV for few):
 // - it computes exactly the stated algorithm (rows quantised per row, round
 //   to nearest even, int32 sums, rescaled), checked against the same steps
 //   written with libtorch ops in double precision;
