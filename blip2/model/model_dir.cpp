@@ -56,11 +56,12 @@ torch::ScalarType compute_dtype_for(torch::ScalarType dtype, const torch::Device
 namespace {
 
 // Which kernels --dtype int8 runs, for the --verbose line.
-std::string int8_paths(const std::string& requested) {
+std::string int8_paths() {
   if (nn::int8_int8_gemm())
     return std::string("activations quantised per row too, int8 x int8 GEMV for <= 8 rows (") +
            nn::int8_gemv_kernel() + "), oneDNN int8 GEMM for more (" + nn::int8_gemm_impl() + ")";
-  const std::string why = requested == "auto" ? nn::int8_gemm_impl() : "off: --int8-gemm fp32";
+  // Available but not used: the switch said so.
+  const std::string why = nn::int8_gemm_available() ? "off: --int8-gemm fp32" : nn::int8_gemm_impl();
   return std::string(cpu_features().avx2 && cpu_features().fma ? "AVX2 int8 GEMV for <= 8 rows, "
                                                                 : "no AVX2: int8 rows dequantised for every product, ") +
          "int8 blocks dequantised to float32 + BLAS GEMM for more rows (int8 x int8 " + why + ")";
@@ -89,7 +90,7 @@ Runtime apply_runtime(const RuntimeOptions& options) {
   r.threads = apply_threads(options.threads, native || int8_cpu ? GemmPool::kOpenMP : GemmPool::kOpenBlas);
   r.line = std::string("weights ") + (r.dtype == torch::kChar ? "int8" : c10::toString(r.dtype)) + ", compute " +
            c10::toString(r.compute_dtype);
-  if (r.dtype == torch::kChar) r.line += ", int8 per-channel (vision encoder + LM): " + int8_paths(options.int8_gemm);
+  if (r.dtype == torch::kChar) r.line += ", int8 per-channel (vision encoder + LM): " + int8_paths();
   if (bf16_cpu)
     r.line += native ? ", bf16 GEMM native (" + cpu_features().summary() + ")"
                      : std::string(", bf16 weights widened to float32 for GEMM");
@@ -119,7 +120,7 @@ ModelDir load_model_dir(const std::string& dir, const RuntimeOptions& options) {
       if (m.runtime.device.is_cpu() && nn::int8_int8_gemm())  // its products run on the OpenMP pool (above)
         m.runtime.threads = apply_threads(options.threads, GemmPool::kOpenMP);
       m.runtime.line = "weights int8 (" + std::to_string(int8) + " matrices of the checkpoint, mapped), compute " +
-                       c10::toString(m.runtime.compute_dtype) + ", " + int8_paths(options.int8_gemm) + "; " +
+                       c10::toString(m.runtime.compute_dtype) + ", " + int8_paths() + "; " +
                        m.runtime.threads.describe();
     }
   }

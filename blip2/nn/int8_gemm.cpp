@@ -132,8 +132,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void gemv_sums_vnni(const
 }
 
 bool has_vnni() {
-  static const bool v = cpu_features().avx512_vnni && __builtin_cpu_supports("avx512bw");
-  return v;
+  return cpu_features().avx512_vnni && cpu_features().avx512bw;
 }
 
 template <int M>

@@ -17,6 +17,7 @@ CpuFeatures detect() {
   f.avx2 = __builtin_cpu_supports("avx2");
   f.fma = __builtin_cpu_supports("fma");
   f.avx512f = __builtin_cpu_supports("avx512f");
+  f.avx512bw = f.avx512f && __builtin_cpu_supports("avx512bw");
   unsigned a = 0, b = 0, c = 0, d = 0;
   if (__get_cpuid(1, &a, &b, &c, &d)) f.f16c = (c >> 29) & 1;
   if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {

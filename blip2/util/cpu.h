@@ -8,7 +8,7 @@ namespace blip2 {
 
 struct CpuFeatures {
   bool avx2 = false, fma = false, f16c = false;
-  bool avx512f = false;
+  bool avx512f = false, avx512bw = false;
   bool avx512_bf16 = false;  // AVX-512 BF16 (Cooper Lake, Sapphire Rapids, Zen 4)
   bool amx_bf16 = false;     // AMX tiles (Sapphire Rapids)
   bool avx512_vnni = false, avx_vnni = false;
