@@ -49,6 +49,11 @@ struct RuntimeOptions {
   // alone int8 and widened to float32 ("fp32"), or choose ("auto": int8 where
   // it can).
   std::string int8_gemm = "auto";
+  // float32 weights on a CPU: OpenBLAS's sgemm ("openblas"), oneDNN's float32
+  // matmul on libtorch's OpenMP pool ("onednn", where oneDNN has a non-reference
+  // kernel for this CPU), or choose ("auto": onednn where its kernel is AVX-512
+  // brgemm, measured faster there in docs/performance.md; openblas elsewhere).
+  std::string fp32_gemm = "auto";
 };
 using PipelineOptions = RuntimeOptions;
 

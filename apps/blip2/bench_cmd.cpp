@@ -34,6 +34,8 @@ void add_bench_commands(Registry& r) {
                 "bfloat16 weights: auto, native or fp32 (default " + d.runtime.bf16_gemm + ")");
   b->add_option("--int8-gemm", f->options.runtime.int8_gemm,
                 "int8 weights: auto, int8 (int8 x int8) or fp32 (weights only) (default " + d.runtime.int8_gemm + ")");
+  b->add_option("--fp32-gemm", f->options.runtime.fp32_gemm,
+                "float32 weights: auto, openblas or onednn (default " + d.runtime.fp32_gemm + ")");
   b->add_option("--repeats", f->options.repeats,
                 "timed runs per stage, the median is reported (default " + std::to_string(d.repeats) + ")");
   b->add_option("--new-tokens", f->options.new_tokens,

@@ -52,6 +52,7 @@ RuntimeOptions ModelFlags::runtime() const {
   if (threads) o.threads = *threads;
   if (bf16_gemm) o.bf16_gemm = *bf16_gemm;
   if (int8_gemm) o.int8_gemm = *int8_gemm;
+  if (fp32_gemm) o.fp32_gemm = *fp32_gemm;
   return o;
 }
 
@@ -71,6 +72,9 @@ void add_model_flags(CLI::App* app, ModelFlags& f) {
   app->add_option("--int8-gemm", f.int8_gemm,
                   "int8 weights: auto, int8 (int8 x int8 products, activation rows quantised too) or fp32 (weights "
                   "only; every CPU) (default " + d.int8_gemm + ")");
+  app->add_option("--fp32-gemm", f.fp32_gemm,
+                  "float32 weights: auto, openblas or onednn (oneDNN on the OpenMP pool) (default " + d.fp32_gemm +
+                      ")");
 }
 
 GenerationConfig GenerationFlags::apply(GenerationConfig g) const {

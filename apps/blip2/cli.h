@@ -45,7 +45,7 @@ class Registry {
 // -m/--model, --dtype, --device, --threads.
 struct ModelFlags {
   std::string model;  // empty: resolve_model_dir's default
-  std::optional<std::string> dtype, device, bf16_gemm, int8_gemm;
+  std::optional<std::string> dtype, device, bf16_gemm, int8_gemm, fp32_gemm;
   std::optional<int> threads;
   RuntimeOptions runtime() const;
   std::string dir() const { return resolve_model_dir(model); }

@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "blip2/blip2.h"
+#include "blip2/nn/dnnl_matmul.h"
 #include "blip2/nn/gemm.h"
 #include "blip2/nn/int8_gemm.h"
 #include "blip2/util/cpu.h"
@@ -67,6 +68,15 @@ std::string int8_paths() {
          "int8 blocks dequantised to float32 + BLAS GEMM for more rows (int8 x int8 " + why + ")";
 }
 
+// Where the float32 Linear layers run when the GEMMs live on the OpenMP pool.
+std::string float32_linears() {
+  if (!float32_gemm_on_openmp()) return "";
+  const auto kind = nn::dnnl_mm::Kind::kF32;
+  return nn::dnnl_mm::available(kind) ? ", float32 Linear layers on oneDNN (" + nn::dnnl_mm::impl(kind) + ")"
+                                      : ", float32 Linear layers on one OpenBLAS thread (oneDNN float32 GEMM " +
+                                            nn::dnnl_mm::impl(kind) + ")";
+}
+
 }  // namespace
 
 Runtime apply_runtime(const RuntimeOptions& options) {
@@ -83,18 +93,27 @@ Runtime apply_runtime(const RuntimeOptions& options) {
   const bool native = bf16_cpu && nn::native_bf16_gemm();
   // So do int8 x int8 products (oneDNN and our GEMV): with OpenBLAS's pool
   // also at N threads the two spin against each other (vision encoder 1.9x
-  // slower, measured; docs/performance.md), so the float32 products left
-  // (attention, the Q-Former) get one BLAS thread.
+  // slower, measured; docs/performance.md), so OpenBLAS gets one thread: the
+  // float32 Linear layers left (the Q-Former) go to oneDNN on the OpenMP pool
+  // (nn/gemm.h), libtorch's own products (attention) stay on OpenBLAS.
   nn::set_int8_gemm(nn::parse_int8_gemm(options.int8_gemm, "--int8-gemm"));
   const bool int8_cpu = r.device.is_cpu() && r.dtype == torch::kChar && nn::int8_int8_gemm();
-  r.threads = apply_threads(options.threads, native || int8_cpu ? GemmPool::kOpenMP : GemmPool::kOpenBlas);
+  // bf16 weights without native bf16: widened in cache, then multiplied by
+  // oneDNN on the OpenMP pool too where it has a float32 kernel (nn/gemm.h).
+  const bool widened = bf16_cpu && !native && nn::dnnl_mm::available(nn::dnnl_mm::Kind::kF32);
+  // float32 weights: oneDNN on the OpenMP pool where it is the faster (--fp32-gemm).
+  const bool f32_onednn = r.device.is_cpu() && r.dtype == torch::kFloat &&
+                          nn::fp32_gemm_onednn(nn::parse_fp32_gemm(options.fp32_gemm, "--fp32-gemm"));
+  r.threads = apply_threads(options.threads,
+                            native || int8_cpu || widened || f32_onednn ? GemmPool::kOpenMP : GemmPool::kOpenBlas);
   r.line = std::string("weights ") + (r.dtype == torch::kChar ? "int8" : c10::toString(r.dtype)) + ", compute " +
            c10::toString(r.compute_dtype);
   if (r.dtype == torch::kChar) r.line += ", int8 per-channel (vision encoder + LM): " + int8_paths();
   if (bf16_cpu)
     r.line += native ? ", bf16 GEMM native (" + cpu_features().summary() + ")"
-                     : std::string(", bf16 weights widened to float32 for GEMM");
-  r.line += "; " + r.threads.describe();
+                     : std::string(", bf16 weights widened to float32 for GEMM") +
+                           (widened ? " (all threads widen, oneDNN multiplies)" : " (BLAS multiplies)");
+  r.line += float32_linears() + "; " + r.threads.describe();
   return r;
 }
 
@@ -120,7 +139,7 @@ ModelDir load_model_dir(const std::string& dir, const RuntimeOptions& options) {
       if (m.runtime.device.is_cpu() && nn::int8_int8_gemm())  // its products run on the OpenMP pool (above)
         m.runtime.threads = apply_threads(options.threads, GemmPool::kOpenMP);
       m.runtime.line = "weights int8 (" + std::to_string(int8) + " matrices of the checkpoint, mapped), compute " +
-                       c10::toString(m.runtime.compute_dtype) + ", " + int8_paths() + "; " +
+                       c10::toString(m.runtime.compute_dtype) + ", " + int8_paths() + float32_linears() + "; " +
                        m.runtime.threads.describe();
     }
   }

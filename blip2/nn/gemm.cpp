@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 
+#include "blip2/nn/dnnl_matmul.h"
 #include "blip2/nn/int8_gemm.h"
 #include "blip2/util/cpu.h"
 #include "blip2/util/error.h"
@@ -151,6 +152,25 @@ Int8Gemm parse_int8_gemm(const std::string& name, const std::string& what) {
                     "int8 GEMM), fp32 (int8 weights only, multiplied in float32)");
 }
 
+Fp32Gemm parse_fp32_gemm(const std::string& name, const std::string& what) {
+  if (name == "auto") return Fp32Gemm::kAuto;
+  if (name == "openblas") return Fp32Gemm::kOpenBlas;
+  if (name == "onednn") {
+    if (!dnnl_mm::available(dnnl_mm::Kind::kF32))
+      throw ConfigError(what + " onednn cannot run here (" + dnnl_mm::impl(dnnl_mm::Kind::kF32) +
+                        "); use auto or openblas");
+    return Fp32Gemm::kOneDnn;
+  }
+  throw ConfigError(what + " '" + name + "' is not one of auto, openblas (OpenBLAS's sgemm), onednn (oneDNN's "
+                    "float32 matmul on the OpenMP pool)");
+}
+
+bool fp32_gemm_onednn(Fp32Gemm mode) {
+  if (mode == Fp32Gemm::kOpenBlas) return false;
+  if (mode == Fp32Gemm::kOneDnn) return dnnl_mm::available(dnnl_mm::Kind::kF32);
+  return dnnl_mm::impl(dnnl_mm::Kind::kF32).rfind("brg:avx512", 0) == 0;
+}
+
 LinearPath linear_path(const at::Tensor& x, const at::Tensor& weight) {
   const auto wt = weight.scalar_type();
   const bool f32_x = x.scalar_type() == at::kFloat;
@@ -167,6 +187,8 @@ LinearPath linear_path(const at::Tensor& x, const at::Tensor& weight) {
   }
   if (rows >= 1 && rows <= kGemvRows && has_avx2_fma() && wt != at::kHalf)
     return wt == at::kFloat ? LinearPath::kGemvF32 : LinearPath::kGemvBF16;
+  if (wt == at::kFloat && rows >= 1 && float32_gemm_on_openmp() && dnnl_mm::available(dnnl_mm::Kind::kF32))
+    return LinearPath::kDnnlF32;
   if (!half_w) return LinearPath::kTorch;
   return wt == at::kBFloat16 && native_bf16_gemm() ? LinearPath::kNativeBF16 : LinearPath::kWidened;
 }
@@ -181,9 +203,73 @@ const char* linear_path_name(LinearPath p) {
     case LinearPath::kDequantI8: return "int8-dequantised-fp32-gemm";
     case LinearPath::kInt8Gemm: return "int8-int8-gemm";
     case LinearPath::kInt8Gemv: return "int8-int8-gemv";
+    case LinearPath::kDnnlF32: return "onednn-fp32-gemm";
     default: return "torch";
   }
 }
+
+namespace {
+
+// Rows n0..n1 of a 16-bit or int8 weight as float32 into wb, split over `threads`.
+void widen_rows(const at::Tensor& weight, const at::Tensor& scale, int64_t n0, int64_t n1, at::Tensor& wb,
+                int threads) {
+  const int64_t K = weight.size(1);
+  const bool i8 = weight.scalar_type() == at::kChar;
+  if (!has_avx2_fma() || !(i8 || weight.scalar_type() == at::kBFloat16)) {
+    wb.copy_(i8 ? weight.slice(0, n0, n1).to(at::kFloat).mul_(scale.slice(0, n0, n1).unsqueeze(1))
+                : weight.slice(0, n0, n1));
+    return;
+  }
+  constexpr int64_t kRowsPerTask = 16;
+  const int64_t tasks = (n1 - n0 + kRowsPerTask - 1) / kRowsPerTask;
+  float* dst = wb.data_ptr<float>();
+  const int8_t* q = i8 ? weight.data_ptr<int8_t>() : nullptr;
+  const float* sw = i8 ? scale.data_ptr<float>() : nullptr;
+  const at::BFloat16* h = i8 ? nullptr : weight.data_ptr<at::BFloat16>();
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+  for (int64_t t = 0; t < tasks; ++t) {
+    const int64_t r0 = n0 + t * kRowsPerTask, r1 = std::min(n1, r0 + kRowsPerTask);
+    if (i8) dequantize_i8(q + r0 * K, sw + r0, dst + (r0 - n0) * K, r1 - r0, K);
+    else widen_bf16(h + r0 * K, dst + (r0 - n0) * K, (r1 - r0) * K);
+  }
+}
+
+// x2 (M, K) float32 times a 16-bit or int8 weight: blocks of weight rows
+// widened to float32 into one cache-sized buffer and multiplied there. In a
+// run whose GEMMs live on the OpenMP pool (float32_gemm_on_openmp()) both the
+// widening and oneDNN's product use all its threads; on OpenBLAS's pool the
+// widening stays on one core (an OpenMP team beside OpenBLAS's threads would
+// spin against them) and BLAS multiplies.
+at::Tensor widened_linear(const at::Tensor& x2, const at::Tensor& weight, const at::Tensor& scale,
+                          const at::Tensor& b) {
+  const int64_t M = x2.size(0), K = weight.size(1), N = weight.size(0);
+  const bool dnnl = float32_gemm_on_openmp() && dnnl_mm::available(dnnl_mm::Kind::kF32);
+  const int threads = dnnl ? kernel_threads() : 1;
+  const int64_t rows = widen_block_rows(K);
+  auto buf = at::empty({std::min(rows, N), K}, x2.options());
+  at::Tensor y, part;  // part: one block's product when there are several
+  for (int64_t n0 = 0; n0 < N; n0 += rows) {
+    const int64_t n1 = std::min(N, n0 + rows);
+    const bool whole = n0 == 0 && n1 == N;
+    auto wb = buf.slice(0, 0, n1 - n0);
+    widen_rows(weight, scale, n0, n1, wb, threads);
+    if (dnnl) {
+      if (!y.defined()) y = at::empty({M, N}, x2.options());
+      if (!whole && !part.defined()) part = at::empty({M * rows}, x2.options());  // (M, n1 - n0) in its front
+      float* out = whole ? y.data_ptr<float>() : part.data_ptr<float>();
+      dnnl_mm::matmul_f32(x2.data_ptr<float>(), wb.data_ptr<float>(), b.defined() ? b.data_ptr<float>() + n0 : nullptr,
+                          out, M, K, n1 - n0);
+      if (!whole) y.slice(1, n0, n1).copy_(part.narrow(0, 0, M * (n1 - n0)).view({M, n1 - n0}));
+      continue;
+    }
+    if (whole) return b.defined() ? at::addmm(b, x2, wb.t()) : at::mm(x2, wb.t());
+    if (!y.defined()) y = at::empty({M, N}, x2.options());
+    y.slice(1, n0, n1).copy_(b.defined() ? at::addmm(b.slice(0, n0, n1), x2, wb.t()) : at::mm(x2, wb.t()));
+  }
+  return y;
+}
+
+}  // namespace
 
 at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& scale) {
   const auto path = linear_path(x, weight);
@@ -214,36 +300,18 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
   const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
   if (path == LinearPath::kInt8Gemm) return int8_gemm(x2, weight, scale, bp).view(out_shape);
   if (path == LinearPath::kInt8Gemv) return int8_gemv(x2, weight, scale, bp).view(out_shape);
+  if (path == LinearPath::kDnnlF32) {
+    auto y = at::empty({M, N}, x2.options());
+    dnnl_mm::matmul_f32(x2.data_ptr<float>(), weight.data_ptr<float>(), bp, y.data_ptr<float>(), M, K, N);
+    return y.view(out_shape);
+  }
   if (path == LinearPath::kNativeBF16) {
     auto y = at::linear(x2.to(at::kBFloat16), weight).to(at::kFloat);
     if (b.defined()) y.add_(b);
     return y.view(out_shape);
   }
-  if (path == LinearPath::kWidened || path == LinearPath::kDequantI8) {
-    // Blocks of weight rows widened to float32 into one cache-sized buffer
-    // and multiplied by BLAS.
-    at::Tensor y;  // only when there are several blocks
-    const int64_t rows = widen_block_rows(K);
-    auto buf = at::empty({std::min(rows, N), K}, x2.options());
-    for (int64_t n0 = 0; n0 < N; n0 += rows) {
-      const int64_t n1 = std::min(N, n0 + rows);
-      auto wb = buf.slice(0, 0, n1 - n0);
-      if (weight.scalar_type() == at::kChar && has_avx2_fma())
-        dequantize_i8(weight.data_ptr<int8_t>() + n0 * K, scale.data_ptr<float>() + n0, wb.data_ptr<float>(), n1 - n0, K);
-      else if (weight.scalar_type() == at::kChar)
-        wb.copy_(weight.slice(0, n0, n1).to(at::kFloat).mul_(scale.slice(0, n0, n1).unsqueeze(1)));
-      else if (weight.scalar_type() == at::kBFloat16 && has_avx2_fma())
-        widen_bf16(weight.data_ptr<at::BFloat16>() + n0 * K, wb.data_ptr<float>(), (n1 - n0) * K);
-      else
-        wb.copy_(weight.slice(0, n0, n1));
-      if (n0 == 0 && n1 == N) {
-        return (b.defined() ? at::addmm(b, x2, wb.t()) : at::mm(x2, wb.t())).view(out_shape);
-      }
-      if (!y.defined()) y = at::empty({M, N}, x2.options());
-      y.slice(1, n0, n1).copy_(b.defined() ? at::addmm(b.slice(0, n0, n1), x2, wb.t()) : at::mm(x2, wb.t()));
-    }
-    return y.view(out_shape);
-  }
+  if (path == LinearPath::kWidened || path == LinearPath::kDequantI8)
+    return widened_linear(x2, weight, scale, b).view(out_shape);
   auto y = at::empty({M, N}, x2.options());
   if (path == LinearPath::kGemvF32)
     gemv(x2.data_ptr<float>(), weight.data_ptr<float>(), nullptr, bp, y.data_ptr<float>(), M, K, N);
@@ -252,6 +320,34 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
   else
     gemv(x2.data_ptr<float>(), weight.data_ptr<at::BFloat16>(), nullptr, bp, y.data_ptr<float>(), M, K, N);
   return y.view(out_shape);
+}
+
+// Rows below which a batched product stays on libtorch's matmul. The vision
+// encoder's 257 tokens gain from oneDNN's two threads (vision 433 -> 376 ms in
+// int8, docs/performance.md); a prompt's length changes from request to
+// request and each new shape costs oneDNN a new kernel, so the Q-Former's 32
+// queries, prefills and decoding stay where they were.
+constexpr int64_t kBatchedRows = 64;
+
+at::Tensor matmul(const at::Tensor& a, const at::Tensor& b) {
+  const bool grad = at::GradMode::is_enabled() && (a.requires_grad() || b.requires_grad());
+  const auto d = a.dim();
+  if (!float32_gemm_on_openmp() || grad || !a.device().is_cpu() || !b.device().is_cpu() ||
+      a.scalar_type() != at::kFloat || b.scalar_type() != at::kFloat || d < 3 || b.dim() != d ||
+      a.sizes().slice(0, d - 2) != b.sizes().slice(0, d - 2) || a.size(-1) != b.size(-2) ||
+      a.size(-2) < kBatchedRows || a.numel() == 0 || b.numel() == 0)
+    return at::matmul(a, b);
+  const int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1), batch = a.numel() / (M * K);
+  const auto a3 = a.contiguous();
+  // Keys arrive as k.transpose(-1, -2): read them as (N, K) rows, copied only if k is a view.
+  const bool rows = b.stride(-2) == 1;
+  const auto w = rows ? b.transpose(-1, -2).contiguous() : b.contiguous();
+  auto shape = a.sizes().vec();
+  shape.back() = N;
+  auto c = at::empty(shape, a.options());
+  if (!dnnl_mm::batched_f32(a3.data_ptr<float>(), w.data_ptr<float>(), c.data_ptr<float>(), batch, M, K, N, rows))
+    return at::matmul(a, b);
+  return c;
 }
 
 }  // namespace blip2::nn

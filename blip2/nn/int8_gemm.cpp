@@ -6,16 +6,10 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
-#include <array>
 #include <cmath>
-#include <map>
-#include <mutex>
 #include <vector>
 
-#ifdef BLIP2_HAVE_DNNL
-#include <oneapi/dnnl/dnnl.hpp>
-#endif
-
+#include "blip2/nn/dnnl_matmul.h"
 #include "blip2/nn/gemm.h"
 #include "blip2/util/cpu.h"
 #include "blip2/util/threads.h"
@@ -151,66 +145,9 @@ void gemv_sums(const int8_t* xq, const int8_t* w, int32_t* acc, int64_t K, int64
 // Rows per thread below which one thread does the element-wise passes.
 constexpr int64_t kRowsPerThread = 16;
 
-#ifdef BLIP2_HAVE_DNNL
-
-dnnl::engine& cpu_engine() {
-  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
-  return e;
-}
-
-dnnl::matmul::primitive_desc describe(int64_t M, int64_t K, int64_t N) {
-  using dt = dnnl::memory::data_type;
-  using tag = dnnl::memory::format_tag;
-  const dnnl::memory::desc a({M, K}, dt::s8, tag::ab);
-  const dnnl::memory::desc w({K, N}, dt::s8, tag::ba);  // our (N, K) rows are W^T's columns
-  const dnnl::memory::desc c({M, N}, dt::s32, tag::ab);
-  return dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, w, c), cpu_engine());
-}
-
-// One primitive per shape, built once (building one costs more than running a
-// small one). Executing a primitive from several threads at once is allowed.
-struct Matmul {
-  dnnl::matmul::primitive_desc pd;
-  dnnl::matmul prim;
-};
-
-Matmul primitive_for(int64_t M, int64_t K, int64_t N) {
-  static std::mutex mu;
-  static std::map<std::array<int64_t, 3>, Matmul> cache;
-  const std::array<int64_t, 3> key{M, K, N};
-  std::lock_guard<std::mutex> lock(mu);
-  auto it = cache.find(key);
-  if (it != cache.end()) return it->second;
-  if (cache.size() >= 256) cache.clear();  // many prompt lengths: start over rather than grow
-  auto pd = describe(M, K, N);
-  dnnl::matmul prim(pd);
-  return cache.emplace(key, Matmul{std::move(pd), std::move(prim)}).first->second;
-}
-
-std::string probe() {
-  const auto& f = cpu_features();
-  if (!(f.avx2 && f.fma)) return "not available: the CPU has no AVX2+FMA";
-  try {
-    const std::string impl = describe(64, 64, 64).impl_info_str();
-    if (impl.rfind("ref", 0) == 0) return "not available: oneDNN has only its reference int8 kernel here (" + impl + ")";
-    return impl;
-  } catch (const dnnl::error& e) {
-    return std::string("not available: oneDNN: ") + e.what();
-  }
-}
-
-#else
-
-std::string probe() { return "not available: built without oneDNN (libdnnl-dev)"; }
-
-#endif
-
 }  // namespace
 
-const std::string& int8_gemm_impl() {
-  static const std::string impl = probe();
-  return impl;
-}
+const std::string& int8_gemm_impl() { return dnnl_mm::impl(dnnl_mm::Kind::kS8); }
 
 const char* int8_gemv_kernel() { return has_vnni() ? "avx512-vnni" : "avx2"; }
 
@@ -257,23 +194,7 @@ at::Tensor int8_gemm(const at::Tensor& x, const at::Tensor& q, const at::Tensor&
   const int threads = static_cast<int>(std::clamp<int64_t>(M / kRowsPerThread, 1, kernel_threads()));
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t m = 0; m < M; ++m) sxp[m] = quantize_row(xp + m * K, xqp + m * K, K);
-#ifdef BLIP2_HAVE_DNNL
-  {
-    dnnl::engine& e = cpu_engine();
-    const Matmul mm = primitive_for(M, K, N);
-    dnnl::memory a(mm.pd.src_desc(), e, xqp), c(mm.pd.dst_desc(), e, yp);
-    dnnl::memory w(mm.pd.weights_desc(), e, const_cast<int8_t*>(q.data_ptr<int8_t>()));
-    // oneDNN runs on the calling thread's OpenMP team: give it our kernels' count.
-    struct Team {
-      int before = omp_get_max_threads();
-      explicit Team(int n) { omp_set_num_threads(n); }
-      ~Team() { omp_set_num_threads(before); }
-    } team(kernel_threads());
-    dnnl::stream s(e);
-    mm.prim.execute(s, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, c}});
-    s.wait();
-  }
-#endif
+  dnnl_mm::matmul_s8(xqp, q.data_ptr<int8_t>(), reinterpret_cast<int32_t*>(yp), M, K, N);
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t m = 0; m < M; ++m) rescale_row(yp + m * N, sxp[m], sw, bias, N);
   return y;

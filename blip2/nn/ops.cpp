@@ -6,6 +6,7 @@
 #include <limits>
 #include <sstream>
 
+#include "blip2/nn/gemm.h"
 #include "blip2/util/error.h"
 
 namespace blip2::nn {
@@ -45,7 +46,7 @@ at::Tensor merge_heads(const at::Tensor& x) {
 
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      const at::Tensor& bias, double scale, double dropout_p, bool training) {
-  auto scores = at::matmul(q, k.transpose(-1, -2));
+  auto scores = nn::matmul(q, k.transpose(-1, -2));
   if (scale != 1.0) scores = scores * scale;
   if (bias.defined()) scores = scores + bias;
   at::Tensor probs;
@@ -54,7 +55,7 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   else
     probs = at::softmax(scores, -1);
   if (training && dropout_p > 0) probs = at::dropout(probs, dropout_p, true);
-  return at::matmul(probs, v);
+  return nn::matmul(probs, v);
 }
 
 void check_shape(const at::Tensor& t, const std::vector<int64_t>& expect, const std::string& who,

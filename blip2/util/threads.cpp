@@ -15,6 +15,7 @@ namespace blip2 {
 namespace {
 
 std::atomic<int> g_kernel_threads{0};
+std::atomic<bool> g_float32_on_openmp{false};
 
 // OpenBLAS exports these; resolved at run time so that another BLAS (or none
 // visible) only means the BLAS pool is left alone.
@@ -58,8 +59,11 @@ ThreadSettings apply_threads(int threads, GemmPool gemms) {
   }
   at::set_num_threads(s.torch_threads);
   g_kernel_threads = s.threads;
+  g_float32_on_openmp = s.blas_threads == 1 && s.torch_threads > 1;
   return s;
 }
+
+bool float32_gemm_on_openmp() { return g_float32_on_openmp.load(); }
 
 int kernel_threads() {
   const int n = g_kernel_threads.load();

@@ -44,4 +44,9 @@ ThreadSettings apply_threads(int threads, GemmPool gemms = GemmPool::kOpenBlas);
 // The thread count our own kernels use (the last apply_threads, else cores).
 int kernel_threads();
 
+// Whether the last apply_threads gave the matrix products' threads (more than
+// one) to the OpenMP pool and held OpenBLAS at one: then nn::linear sends its
+// float32 products to oneDNN on that pool too (nn/dnnl_matmul.h).
+bool float32_gemm_on_openmp();
+
 }  // namespace blip2

@@ -52,6 +52,10 @@ TEST(BenchCliTest, BadFlagsNameTheFlagAndTheChoices) {
   auto i = run_cli("caption --dtype int8 --int8-gemm vnni " + std::string(BLIP2_SOURCE_DIR) + "/examples/shapes-1.png");
   EXPECT_EQ(i.code, 1);
   EXPECT_NE(i.err.find("--int8-gemm 'vnni' is not one of auto, int8"), std::string::npos) << i.err;
+  auto f = run_cli("bench --fp32-gemm mkl");
+  EXPECT_EQ(f.code, 1);
+  EXPECT_NE(f.err.find("--fp32-gemm 'mkl' is not one of auto, openblas (OpenBLAS's sgemm), onednn"), std::string::npos)
+      << f.err;
 }
 
 }  // namespace

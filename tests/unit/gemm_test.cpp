@@ -3,8 +3,13 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "blip2/blip2.h"
+#include "blip2/model/model_dir.h"
+#include "blip2/nn/dnnl_matmul.h"
 #include "blip2/nn/gemm.h"
+#include "blip2/nn/quant.h"
 #include "blip2/util/cpu.h"
+#include "blip2/util/error.h"
 #include "blip2/util/threads.h"
 
 namespace blip2::nn {
@@ -94,6 +99,111 @@ TEST(GemmTest, AutogradAndOtherDevicesTakeLibtorch) {
   // A bf16 weight under autograd is widened by libtorch, not refused.
   const auto y16 = nn::linear(x, w.to(at::kBFloat16), at::Tensor());
   EXPECT_EQ(y16.scalar_type(), at::kFloat);
+}
+
+TEST(GemmTest, Float32ProductsFollowTheGemmsOntoTheOpenMPPool) {
+  torch::manual_seed(3);
+  const auto s = apply_threads(2, GemmPool::kOpenMP);  // as an int8 x int8 or native bf16 run sets it
+  EXPECT_EQ(float32_gemm_on_openmp(), s.blas_threads == 1);
+  const bool dnnl = float32_gemm_on_openmp() && dnnl_mm::available(dnnl_mm::Kind::kF32);
+  if (dnnl_mm::available(dnnl_mm::Kind::kF32)) EXPECT_NE(dnnl_mm::impl(dnnl_mm::Kind::kF32).rfind("ref", 0), 0u);
+  for (const int64_t rows : {kGemvRows + 1, int64_t{33}, int64_t{257}}) {
+    for (const auto& [k, n] : std::vector<std::pair<int64_t, int64_t>>{{5, 3}, {77, 33}, {768, 1000}}) {
+      const auto x = torch::randn({rows, k});
+      const auto w = torch::randn({n, k});
+      EXPECT_EQ(linear_path(x, w), dnnl ? LinearPath::kDnnlF32 : LinearPath::kTorch);
+      expect_matches(x, w, torch::randn({n}), 1e-5);
+      expect_matches(x, w, {}, 1e-5);
+      expect_matches(x.view({1, rows, k}), w, torch::randn({n}), 1e-5);
+    }
+  }
+  // Few rows stay on our GEMV; a run on OpenBLAS's pool, or on one thread, stays on libtorch's.
+  EXPECT_NE(linear_path(torch::randn({kGemvRows, 64}), torch::randn({8, 64})), LinearPath::kDnnlF32);
+  apply_threads(2);
+  EXPECT_FALSE(float32_gemm_on_openmp());
+  EXPECT_EQ(linear_path(torch::randn({33, 64}), torch::randn({8, 64})), LinearPath::kTorch);
+  apply_threads(1, GemmPool::kOpenMP);
+  EXPECT_FALSE(float32_gemm_on_openmp());
+  apply_threads(0);
+}
+
+TEST(GemmTest, BatchedProductsOfAttentionViewsMatchTorchOnEitherPool) {
+  torch::NoGradGuard g;
+  torch::manual_seed(4);
+  for (const auto pool : {GemmPool::kOpenMP, GemmPool::kOpenBlas}) {
+    apply_threads(2, pool);
+    for (const int64_t L : {int64_t{3}, kGemvRows + 1, int64_t{33}, int64_t{64}, int64_t{257}}) {
+      // q, k, v as the vision encoder makes them: views into one (B, L, 3, H, Dh) projection.
+      const int64_t B = 2, H = 3, Dh = 40;
+      const auto qkv = torch::randn({B, L, 3, H, Dh}).permute({2, 0, 3, 1, 4});
+      const auto q = qkv[0], k = qkv[1], v = qkv[2];
+      const auto scores = nn::matmul(q, k.transpose(-1, -2));
+      const auto want = at::matmul(q, k.transpose(-1, -2));
+      ASSERT_EQ(scores.sizes(), want.sizes());
+      EXPECT_LE((scores - want).abs().max().item<double>(), 1e-4) << "L " << L;
+      const auto probs = at::softmax(want, -1);
+      const auto ctx = nn::matmul(probs, v);
+      EXPECT_LE((ctx - at::matmul(probs, v)).abs().max().item<double>(), 1e-5) << "L " << L;
+      // Contiguous operands, and keys already laid out as rows.
+      const auto kc = k.contiguous();
+      EXPECT_LE((nn::matmul(q.contiguous(), kc.transpose(-1, -2)) - want).abs().max().item<double>(), 1e-4);
+    }
+  }
+  apply_threads(0);
+}
+
+TEST(GemmTest, WidenedProductsOnEitherPoolMatchTorchAcrossBlocks) {
+  torch::NoGradGuard g;
+  Restore r;
+  set_bf16_gemm(Bf16Gemm::kWidened);  // the path of CPUs without native bf16, on any CPU
+  set_int8_gemm(Int8Gemm::kDequantised);
+  torch::manual_seed(5);
+  for (const auto pool : {GemmPool::kOpenMP, GemmPool::kOpenBlas}) {
+    apply_threads(2, pool);
+    // K = 4096: 512 weight rows a block, so N = 1100 takes three blocks (the last one short).
+    for (const auto& [k, n] : std::vector<std::pair<int64_t, int64_t>>{{77, 33}, {4096, 1100}}) {
+      const auto x = torch::randn({2, 20, k});
+      const auto w = torch::randn({n, k});
+      const auto bias = torch::randn({n});
+      const auto wh = w.to(at::kBFloat16);
+      EXPECT_EQ(linear_path(x, wh), LinearPath::kWidened);
+      expect_matches(x, wh, bias, 1e-5);
+      expect_matches(x, wh, {}, 1e-5);
+      const auto rows = quantize_rows(w);
+      EXPECT_EQ(linear_path(x, rows.q), LinearPath::kDequantI8);
+      const auto want = at::linear(x, dequantize_rows(rows.q, rows.scale), bias);
+      const auto got = nn::linear(x, rows.q, bias, rows.scale);
+      EXPECT_LE((got - want).abs().max().item<double>(), 1e-5 * std::max(1.0, want.abs().max().item<double>()))
+          << "K " << k << " N " << n;
+    }
+  }
+  set_int8_gemm(Int8Gemm::kAuto);
+  apply_threads(0);
+}
+
+TEST(GemmTest, Fp32GemmChoosesTheLibraryAndThePool) {
+  using dnnl_mm::Kind;
+  EXPECT_EQ(parse_fp32_gemm("openblas", "--fp32-gemm"), Fp32Gemm::kOpenBlas);
+  EXPECT_EQ(parse_fp32_gemm("auto", "--fp32-gemm"), Fp32Gemm::kAuto);
+  EXPECT_THROW(parse_fp32_gemm("mkl", "--fp32-gemm"), ConfigError);
+  if (!dnnl_mm::available(Kind::kF32)) EXPECT_THROW(parse_fp32_gemm("onednn", "--fp32-gemm"), ConfigError);
+  EXPECT_FALSE(fp32_gemm_onednn(Fp32Gemm::kOpenBlas));
+  EXPECT_EQ(fp32_gemm_onednn(Fp32Gemm::kOneDnn), dnnl_mm::available(Kind::kF32));
+  EXPECT_EQ(fp32_gemm_onednn(Fp32Gemm::kAuto), dnnl_mm::impl(Kind::kF32).rfind("brg:avx512", 0) == 0);
+
+  RuntimeOptions o;
+  o.threads = 2;
+  o.fp32_gemm = "openblas";
+  auto r = apply_runtime(o);
+  EXPECT_FALSE(float32_gemm_on_openmp()) << r.line;
+  if (dnnl_mm::available(Kind::kF32) && r.threads.blas_threads == 1) {
+    o.fp32_gemm = "onednn";
+    r = apply_runtime(o);
+    EXPECT_TRUE(float32_gemm_on_openmp()) << r.line;
+    EXPECT_NE(r.line.find("float32 Linear layers on oneDNN"), std::string::npos) << r.line;
+    EXPECT_EQ(linear_path(torch::randn({33, 64}), torch::randn({8, 64})), LinearPath::kDnnlF32);
+  }
+  apply_threads(0);
 }
 
 TEST(ThreadsTest, OneKnobSetsEveryPool) {
