@@ -62,5 +62,47 @@ TEST(TrainShapesTest, QuickRecipeRunsEveryStageAndLearns) {
     EXPECT_TRUE(std::filesystem::exists(dir.file(std::string("out/") + f))) << f;
 }
 
+// STAGE1_INIT: stage 2 straight from an existing stage-1 model (the bundled
+// one), with per-LM pretraining settings; then ONLY= bundles just that model.
+TEST(TrainShapesTest, QuickRecipeFromAnExistingStage1BundlesOnlyWhatItTrained) {
+  test::TempDir dir;
+  const std::string src = BLIP2_SOURCE_DIR, retrieval = src + "/models/shapes/retrieval";
+  const std::string env = "QUICK=1 BLIP2=" + std::string(BLIP2_CLI) + " STAGE1_INIT=" + retrieval;
+  auto run = [&](const std::string& cmd) {
+    const int status = std::system((cmd + " >" + dir.file("log") + " 2>&1").c_str());
+    std::stringstream ss;
+    ss << std::ifstream(dir.file("log")).rdbuf();
+    return std::make_pair(status, ss.str());
+  };
+  auto [refused, why] = run(env + " " + src + "/scripts/train_shapes " + dir.file("out"));
+  EXPECT_NE(refused, 0);
+  EXPECT_NE(why.find("STAGE1_INIT skips stage 1, which the ablations retrain; set ABLATIONS=0 too"), std::string::npos)
+      << why;
+
+  auto [status, out] = run(env + " ABLATIONS=0 T5_LM_LR=0.001 T5_LM_CONTEXT= " + src + "/scripts/train_shapes " +
+                           dir.file("out"));
+  ASSERT_EQ(status, 0) << out;
+  EXPECT_NE(out.find("(STAGE1_INIT: stage 1 is " + retrieval + ")"), std::string::npos) << out;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("out/vit.safetensors")));
+  EXPECT_FALSE(std::filesystem::exists(dir.file("out/runs/stage1")));
+  std::stringstream yaml;
+  yaml << std::ifstream(dir.file("out/stage2_t5.yaml")).rdbuf();
+  EXPECT_NE(yaml.str().find("vision_init: " + retrieval + "/model.safetensors"), std::string::npos) << yaml.str();
+  EXPECT_NE(yaml.str().find("init: " + retrieval), std::string::npos) << yaml.str();
+  auto read = [&](const std::string& f) { return nlohmann::json::parse(std::ifstream(dir.file("out/" + f))); };
+  EXPECT_EQ(read("eval_retrieval_retrieval_test.json").at("count"), 16);
+  EXPECT_EQ(read("eval_caption_t5_test.json").at("count"), 16);
+
+  const std::string dest = dir.file("models");
+  auto [bundled, blog] = run("ONLY=t5 " + src + "/scripts/bundle_shapes " + dir.file("out") + " " + dest);
+  ASSERT_EQ(bundled, 0) << blog;
+  EXPECT_TRUE(std::filesystem::exists(dest + "/t5/model.safetensors"));
+  EXPECT_FALSE(std::filesystem::exists(dest + "/opt"));
+  EXPECT_FALSE(std::filesystem::exists(dest + "/retrieval"));
+  auto [bad, bad_log] = run("ONLY=vit " + src + "/scripts/bundle_shapes " + dir.file("out") + " " + dest);
+  EXPECT_NE(bad, 0);
+  EXPECT_NE(bad_log.find("ONLY names opt, t5 or retrieval, not 'vit'"), std::string::npos) << bad_log;
+}
+
 }  // namespace
 }  // namespace blip2
