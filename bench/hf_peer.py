@@ -10,12 +10,11 @@ transformers, which this project never installs).
 Prints the same keys as `blip2 bench --json` (those it can measure).
 """
 import argparse
-import json
 import resource
-import statistics
 import time
 
 import torch
+from peer_common import median_ms, report
 from transformers import (Blip2Config, Blip2ForConditionalGeneration, Blip2QFormerConfig, Blip2VisionConfig,
                           OPTConfig)
 
@@ -45,16 +44,6 @@ def preset(name):
     return Blip2Config(vision_config=Blip2VisionConfig(**vision).to_dict(),
                        qformer_config=Blip2QFormerConfig(**qformer).to_dict(),
                        text_config=OPTConfig(**text).to_dict(), num_query_tokens=nq)
-
-
-def median_ms(repeats, f):
-    f()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        f()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def main():
@@ -117,11 +106,7 @@ def main():
         r["e2e_greedy20_ms"] = median_ms(a.repeats, lambda: model.generate(pixel_values=px1, **g))
         r["e2e_beam5_ms"] = median_ms(a.repeats, lambda: model.generate(pixel_values=px1, num_beams=a.beams, **g))
     r["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    if a.json:
-        print(json.dumps(r, indent=2))
-    else:
-        for k, val in r.items():
-            print(f"{k:18} {val}")
+    report(r, a.json)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import argparse
 import json
 import math
 import resource
-import statistics
 import struct
 import sys
 import time
@@ -33,6 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from peer_common import median_ms, report
 
 PRESETS = {
     # vision (D, MLP, layers, heads, image, patch), Q-Former (hidden, layers, queries), OPT (D, FFN, layers, heads, vocab)
@@ -376,16 +377,6 @@ def check_golden(d):
 
 
 # ---- the benchmark ------------------------------------------------------------------------------------------------
-def median_ms(repeats, f):
-    f()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        f()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
 def randomise(model):
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -443,11 +434,7 @@ def main():
         r["e2e_greedy20_ms"] = median_ms(a.repeats, lambda: model.generate(px1, n, n))
         r["e2e_beam5_ms"] = median_ms(a.repeats, lambda: model.generate(px1, n, n, num_beams=a.beams))
     r["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    if a.json:
-        print(json.dumps(r, indent=2))
-    else:
-        for k, val in r.items():
-            print(f"{k:18} {val}")
+    report(r, a.json)
     return 0
 
 
