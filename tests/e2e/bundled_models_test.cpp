@@ -20,11 +20,11 @@ using test::q;
 using test::run_cli;
 
 // Floors well below what the bundled models measure on these 60 images (the
-// first 60 of the test split: TR@5 100, VQA accuracy 0.61 (OPT) and 0.58 (T5), CIDEr-D 5.9;
+// first 60 of the test split: TR@5 100, VQA accuracy 0.71 (OPT) and 0.58 (T5), CIDEr-D 6.1;
 // docs/results.md has the 500-image numbers): they catch a broken inference
 // path (garbage scores near 0) or a model that lost its zero-shot VQA (the
-// previous OPT bundle, trained without context augmentation, scored 0.32; the previous
-// T5 bundle 0.37 on the 500), not noise.
+// OPT bundle before context augmentation scored 0.32; the previous T5 bundle 0.37 on
+// the 500), not noise.
 constexpr double kTr5Floor = 80.0, kVqaFloor = 0.45, kCiderFloor = 3.0;
 
 std::string models() { return std::string(BLIP2_SOURCE_DIR) + "/models/shapes"; }
@@ -65,7 +65,7 @@ TEST_F(BundledModelsTest, ReadmeCommandsNeedOnlyAnImage) {
   EXPECT_TRUE(std::regex_match(cap.at("text").get<std::string>(), caption_grammar())) << r.out;
 
   // The default is the bundled OPT model. (Its answer to this question is not
-  // checked: zero-shot VQA through it is 62.5% accurate, docs/results.md.)
+  // checked: zero-shot VQA through it is 73.5% accurate, docs/results.md.)
   r = run_cli("--verbose ask --json " + q(example()) + " 'what color is the star?'");
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.err.find("models/shapes/opt"), std::string::npos) << r.err;
