@@ -8,7 +8,6 @@
 #include <map>
 #include <mutex>
 #include <unordered_map>
-#include <vector>
 
 #ifdef BLIP2_HAVE_DNNL
 #include <oneapi/dnnl/dnnl.hpp>
@@ -21,23 +20,22 @@ namespace blip2::nn::dnnl_mm {
 
 namespace {
 
+// One product: `batch` independent (M, K) x (K, N) products. w is stored as
+// (batch, N, K) rows when `w_rows` (a Linear weight, the keys of attention),
+// else as (batch, K, N); `bias`: N floats added to every row (float32 only).
+struct Shape {
+  Kind kind;
+  int64_t batch, M, K, N;
+  bool w_rows, bias;
+  std::array<int64_t, 7> key() const { return {static_cast<int64_t>(kind), batch, M, K, N, w_rows, bias}; }
+};
+
 #ifdef BLIP2_HAVE_DNNL
 
 dnnl::engine& cpu_engine() {
   static dnnl::engine e(dnnl::engine::kind::cpu, 0);
   return e;
 }
-
-// One product: `batch` independent (M, K) x (K, N) products. w is stored as
-// (batch, N, K) rows when `w_rows` (a Linear weight, the keys of attention),
-// else as (batch, K, N). Linear products (batch 1, w_rows) of kind kF32 add a bias.
-struct Shape {
-  Kind kind;
-  int64_t batch, M, K, N;
-  bool w_rows;
-  bool bias() const { return kind == Kind::kF32 && batch == 1 && w_rows; }
-  std::array<int64_t, 6> key() const { return {static_cast<int64_t>(kind), batch, M, K, N, w_rows}; }
-};
 
 dnnl::matmul::primitive_desc describe(const Shape& s) {
   using dt = dnnl::memory::data_type;
@@ -46,7 +44,7 @@ dnnl::matmul::primitive_desc describe(const Shape& s) {
   const dnnl::memory::desc a({s.batch, s.M, s.K}, in, tag::abc);
   const dnnl::memory::desc w({s.batch, s.K, s.N}, in, s.w_rows ? tag::acb : tag::abc);  // rows: w^T's columns
   const dnnl::memory::desc c({s.batch, s.M, s.N}, out, tag::abc);
-  if (!s.bias()) return dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, w, c), cpu_engine());
+  if (!s.bias) return dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, w, c), cpu_engine());
   const dnnl::memory::desc b({1, 1, s.N}, dt::f32, tag::abc);
   return dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, w, b, c), cpu_engine());
 }
@@ -60,7 +58,7 @@ struct Matmul {
 
 Matmul primitive_for(const Shape& shape) {
   static std::mutex mu;
-  static std::map<std::array<int64_t, 6>, Matmul> cache;
+  static std::map<std::array<int64_t, 7>, Matmul> cache;
   std::lock_guard<std::mutex> lock(mu);
   auto it = cache.find(shape.key());
   if (it != cache.end()) return it->second;
@@ -78,15 +76,7 @@ bool run(const Shape& shape, void* a, void* w, void* bias, void* c, bool refuse_
   if (mm.reference && refuse_reference) return false;
   dnnl::memory am(mm.pd.src_desc(), e, a), wm(mm.pd.weights_desc(), e, w), cm(mm.pd.dst_desc(), e, c);
   std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, cm}};
-  if (shape.bias()) {
-    // oneDNN has no "no bias" per call once the primitive has one: zeros stand in.
-    static thread_local std::vector<float> zeros;
-    if (!bias) {
-      if (static_cast<int64_t>(zeros.size()) < shape.N) zeros.assign(static_cast<size_t>(shape.N), 0.0f);
-      bias = zeros.data();
-    }
-    args.emplace(DNNL_ARG_BIAS, dnnl::memory(mm.pd.bias_desc(), e, bias));
-  }
+  if (shape.bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(mm.pd.bias_desc(), e, bias));
   // oneDNN runs on the calling thread's OpenMP team: give it our kernels' count.
   struct Team {
     int before = omp_get_max_threads();
@@ -103,7 +93,7 @@ std::string probe(Kind kind) {
   const auto& f = cpu_features();
   if (!(f.avx2 && f.fma)) return "not available: the CPU has no AVX2+FMA";
   try {
-    const std::string impl = describe(Shape{kind, 1, 64, 64, 64, true}).impl_info_str();
+    const std::string impl = describe(Shape{kind, 1, 64, 64, 64, true, false}).impl_info_str();
     if (impl.rfind("ref", 0) == 0)
       return std::string("not available: oneDNN has only its reference ") + (kind == Kind::kS8 ? "int8" : "float32") +
              " kernel here (" + impl + ")";
@@ -115,11 +105,6 @@ std::string probe(Kind kind) {
 
 #else
 
-struct Shape {
-  Kind kind;
-  int64_t batch, M, K, N;
-  bool w_rows;
-};
 std::string probe(Kind) { return "not available: built without oneDNN (libdnnl-dev)"; }
 bool run(const Shape&, void*, void*, void*, void*, bool = false) { return false; }
 
@@ -136,18 +121,19 @@ bool available(Kind kind) { return impl(kind).rfind("not available", 0) != 0; }
 
 void matmul_s8(const int8_t* a, const int8_t* w, int32_t* c, int64_t M, int64_t K, int64_t N) {
   TORCH_CHECK(available(Kind::kS8), "dnnl_mm::matmul_s8: ", impl(Kind::kS8));
-  run(Shape{Kind::kS8, 1, M, K, N, true}, const_cast<int8_t*>(a), const_cast<int8_t*>(w), nullptr, c);
+  run(Shape{Kind::kS8, 1, M, K, N, true, false}, const_cast<int8_t*>(a), const_cast<int8_t*>(w), nullptr, c);
 }
 
 void matmul_f32(const float* a, const float* w, const float* bias, float* c, int64_t M, int64_t K, int64_t N) {
   TORCH_CHECK(available(Kind::kF32), "dnnl_mm::matmul_f32: ", impl(Kind::kF32));
-  run(Shape{Kind::kF32, 1, M, K, N, true}, const_cast<float*>(a), const_cast<float*>(w), const_cast<float*>(bias), c);
+  run(Shape{Kind::kF32, 1, M, K, N, true, bias != nullptr}, const_cast<float*>(a), const_cast<float*>(w),
+      const_cast<float*>(bias), c);
 }
 
 bool batched_f32(const float* a, const float* w, float* c, int64_t batch, int64_t M, int64_t K, int64_t N,
                  bool w_rows) {
   if (!available(Kind::kF32)) return false;
-  return run(Shape{Kind::kF32, batch, M, K, N, w_rows}, const_cast<float*>(a), const_cast<float*>(w), nullptr, c,
+  return run(Shape{Kind::kF32, batch, M, K, N, w_rows, false}, const_cast<float*>(a), const_cast<float*>(w), nullptr, c,
              /*refuse_reference=*/true);
 }
 

@@ -147,6 +147,15 @@ TEST(GemmTest, BatchedProductsOfAttentionViewsMatchTorchOnEitherPool) {
       // Contiguous operands, and keys already laid out as rows.
       const auto kc = k.contiguous();
       EXPECT_LE((nn::matmul(q.contiguous(), kc.transpose(-1, -2)) - want).abs().max().item<double>(), 1e-4);
+      // The oneDNN product itself (nn::matmul falls back silently): it runs wherever its
+      // float32 kernel is not the reference one, at the sizes nn::matmul sends it, and agrees.
+      if (pool == GemmPool::kOpenMP && dnnl_mm::available(dnnl_mm::Kind::kF32) && L >= 64) {
+        const auto qc = q.contiguous();
+        auto c = torch::empty_like(want);
+        ASSERT_TRUE(dnnl_mm::batched_f32(qc.data_ptr<float>(), kc.data_ptr<float>(), c.data_ptr<float>(), B * H, L, Dh,
+                                         L, /*w_rows=*/true));
+        EXPECT_LE((c - want).abs().max().item<double>(), 1e-4) << "L " << L;
+      }
     }
   }
   apply_threads(0);
