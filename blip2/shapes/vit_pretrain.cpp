@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <sstream>
 
@@ -23,6 +24,35 @@ int64_t index_of(const std::vector<std::string>& names, const std::string& v, co
   auto it = std::find(names.begin(), names.end(), v);
   if (it == names.end()) throw InputError(std::string("[pretrain_vision] unknown ") + what + " '" + v + "' in scenes.json");
   return it - names.begin();
+}
+
+// An object's box on a rendered image (scene coordinates scaled to its
+// pixels, clamped to it) and its rgb.
+struct ObjectBox {
+  double cx = 0, cy = 0;
+  int x0 = 0, x1 = 0, y0 = 0, y1 = 0;
+  std::vector<int> rgb;
+};
+
+ObjectBox object_box(const nlohmann::json& scene, const nlohmann::json& o, int S) {
+  const double k = S / scene.at("image_size").get<double>();  // scene -> image pixels
+  ObjectBox b;
+  b.cx = o.at("cx").get<double>() * k, b.cy = o.at("cy").get<double>() * k;
+  const double half = o.at("bbox").get<double>() * k / 2;
+  b.rgb = o.at("rgb").get<std::vector<int>>();
+  if (b.rgb.size() != 3) throw InputError("[pretrain_vision] an object's rgb must hold 3 values");
+  b.x0 = std::max(0, static_cast<int>(std::floor(b.cx - half))), b.x1 = std::min(S - 1, static_cast<int>(std::ceil(b.cx + half)));
+  b.y0 = std::max(0, static_cast<int>(std::floor(b.cy - half))), b.y1 = std::min(S - 1, static_cast<int>(std::ceil(b.cy + half)));
+  return b;
+}
+
+const nlohmann::json& scene_objects(const nlohmann::json& scene, const Image& image) {
+  const auto& objects = scene.at("objects");
+  if (!objects.is_array() || objects.empty() || objects.size() > 3)
+    throw InputError("[pretrain_vision] a scene must hold 1-3 objects");
+  if (image.empty() || image.width != image.height)
+    throw InputError("[pretrain_vision] a shapes scene image must be square and non-empty");
+  return objects;
 }
 
 // The tower plus the patch and count heads (not saved).
@@ -50,6 +80,7 @@ TORCH_MODULE(AttributeModel);
 
 struct SceneSet {
   torch::Tensor pixels, shape, color, size, count;
+  torch::Tensor gray_pixels;  // gray_scene_copy of each image (defined when asked for)
   std::vector<std::vector<int64_t>> centre_patch;  // per scene, per object
 };
 
@@ -69,18 +100,35 @@ nlohmann::json read_scenes(const std::string& data_dir) {
 
 int64_t grid_of(const VisionConfig& v) { return v.image_size / v.patch_size; }
 
-SceneSet load_scene_set(const VisionConfig& vision, const std::string& data_dir) {
+// A gray level per object, at least 48 levels from the background's, so
+// the object stays visible.
+std::vector<uint8_t> gray_levels(const nlohmann::json& scene, std::mt19937_64& rng) {
+  const int bg = scene.at("background").at(0).get<int>();
+  std::vector<uint8_t> levels;
+  for (size_t i = 0; i < scene.at("objects").size(); ++i) {
+    int v = 0;
+    do v = static_cast<int>(rng() % 256); while (std::abs(v - bg) < 48);
+    levels.push_back(static_cast<uint8_t>(v));
+  }
+  return levels;
+}
+
+// gray_seed: also build gray_pixels (one gray copy per image, levels drawn from it).
+SceneSet load_scene_set(const VisionConfig& vision, const std::string& data_dir,
+                        std::optional<uint64_t> gray_seed = std::nullopt) {
   const auto scenes = read_scenes(data_dir);
   ImageProcessorConfig pc;
   pc.height = pc.width = static_cast<int>(vision.image_size);
   const int64_t grid = grid_of(vision);
-  std::vector<torch::Tensor> pixels, shape, color, size;
+  std::vector<torch::Tensor> pixels, shape, color, size, gray;
   std::vector<int64_t> counts;
+  std::mt19937_64 gray_rng(gray_seed.value_or(0));
   SceneSet set;
   for (const auto& s : scenes) {
     try {
       const Image image = load_image(data_dir + "/" + s.at("image").get<std::string>());
       pixels.push_back(preprocess(image, pc));
+      if (gray_seed) gray.push_back(preprocess(gray_scene_copy(s, image, gray_levels(s, gray_rng)), pc));
       auto t = shape_patch_targets(s, image, grid);
       shape.push_back(t.shape), color.push_back(t.color), size.push_back(t.size), counts.push_back(t.count);
       set.centre_patch.push_back(std::move(t.centre_patch));
@@ -90,6 +138,7 @@ SceneSet load_scene_set(const VisionConfig& vision, const std::string& data_dir)
   }
   set.pixels = torch::stack(pixels), set.shape = torch::stack(shape), set.color = torch::stack(color);
   set.size = torch::stack(size), set.count = torch::tensor(counts, torch::kLong);
+  if (gray_seed) set.gray_pixels = torch::stack(gray);
   return set;
 }
 
@@ -123,14 +172,9 @@ VitProbeAccuracy probe(AttributeModel& model, const SceneSet& set, const std::st
 }  // namespace
 
 ShapePatchTargets shape_patch_targets(const nlohmann::json& scene, const Image& image, int64_t grid) {
-  const auto& objects = scene.at("objects");
-  if (!objects.is_array() || objects.empty() || objects.size() > 3)
-    throw InputError("[pretrain_vision] a scene must hold 1-3 objects");
+  const auto& objects = scene_objects(scene, image);
   if (grid < 1) throw ConfigError("[pretrain_vision] the patch grid must be >= 1");
-  if (image.empty() || image.width != image.height)
-    throw InputError("[pretrain_vision] a shapes scene image must be square and non-empty");
   const int S = image.width;
-  const double side = scene.at("image_size").get<double>(), k = S / side;  // scene -> image pixels
   ShapePatchTargets t;
   t.shape = torch::zeros({grid * grid}, torch::kLong);
   t.color = torch::zeros({grid * grid}, torch::kLong);
@@ -141,29 +185,24 @@ ShapePatchTargets shape_patch_targets(const nlohmann::json& scene, const Image& 
     const int64_t s = 1 + index_of(shapes::shape_names(), o.at("shape").get<std::string>(), "shape");
     const int64_t c = 1 + index_of(shapes::color_names(), o.at("color").get<std::string>(), "color");
     const int64_t z = 1 + index_of(shapes::size_names(), o.at("size").get<std::string>(), "size");
-    const double cx = o.at("cx").get<double>() * k, cy = o.at("cy").get<double>() * k;
-    const double half = o.at("bbox").get<double>() * k / 2;
-    const auto rgb = o.at("rgb").get<std::vector<int>>();
-    if (rgb.size() != 3) throw InputError("[pretrain_vision] an object's rgb must hold 3 values");
+    const ObjectBox b = object_box(scene, o, S);
     // Coverage of each patch: pixels of the object's box whose colour is
     // nearer the object's than the background's (objects never overlap, and
     // boxes are apart, so the box tells objects of one colour apart).
     std::vector<double> cover(static_cast<size_t>(grid * grid), 0.0);
-    const int x0 = std::max(0, static_cast<int>(std::floor(cx - half))), x1 = std::min(S - 1, static_cast<int>(std::ceil(cx + half)));
-    const int y0 = std::max(0, static_cast<int>(std::floor(cy - half))), y1 = std::min(S - 1, static_cast<int>(std::ceil(cy + half)));
-    for (int y = y0; y <= y1; ++y)
-      for (int x = x0; x <= x1; ++x) {
+    for (int y = b.y0; y <= b.y1; ++y)
+      for (int x = b.x0; x <= b.x1; ++x) {
         const uint8_t* p = image.pixel(x, y);
         double d_obj = 0, d_bg = 0;
         const double gray = (p[0] + p[1] + p[2]) / 3.0;  // the background is gray: R = G = B
         for (int ch = 0; ch < 3; ++ch) {
-          d_obj += std::pow(p[ch] - rgb[static_cast<size_t>(ch)], 2);
+          d_obj += std::pow(p[ch] - b.rgb[static_cast<size_t>(ch)], 2);
           d_bg += std::pow(p[ch] - gray, 2);
         }
         if (d_obj < d_bg) cover[static_cast<size_t>(cell(y) * grid + cell(x))] += 1.0;
       }
     const double patch_pixels = static_cast<double>(S) * S / static_cast<double>(grid * grid);
-    const int64_t centre_patch = cell(std::clamp(static_cast<int>(cy), 0, S - 1)) * grid + cell(std::clamp(static_cast<int>(cx), 0, S - 1));
+    const int64_t centre_patch = cell(std::clamp(static_cast<int>(b.cy), 0, S - 1)) * grid + cell(std::clamp(static_cast<int>(b.cx), 0, S - 1));
     t.centre_patch.push_back(centre_patch);
     for (int64_t p = 0; p < grid * grid; ++p) {
       const double f = cover[static_cast<size_t>(p)] / patch_pixels;
@@ -178,15 +217,48 @@ ShapePatchTargets shape_patch_targets(const nlohmann::json& scene, const Image& 
   return t;
 }
 
+Image gray_scene_copy(const nlohmann::json& scene, const Image& image, const std::vector<uint8_t>& levels) {
+  const auto& objects = scene_objects(scene, image);
+  if (levels.size() != objects.size())
+    throw InputError("[pretrain_vision] gray_scene_copy needs one gray level per object");
+  const auto background = scene.at("background").get<std::vector<int>>();
+  if (background.size() != 3) throw InputError("[pretrain_vision] a scene's background must hold 3 values");
+  const double bg = background[0];  // gray: R = G = B (+ pixel noise of at most 2 levels)
+  Image out = image;
+  for (size_t i = 0; i < objects.size(); ++i) {
+    const ObjectBox b = object_box(scene, objects[i], image.width);
+    for (int y = b.y0; y <= b.y1; ++y)
+      for (int x = b.x0; x <= b.x1; ++x) {
+        // How far the pixel goes from the background toward the object's
+        // colour is the object's coverage of it (alpha).
+        const uint8_t* p = image.pixel(x, y);
+        double along = 0, norm = 0;
+        for (int ch = 0; ch < 3; ++ch) {
+          const double dir = b.rgb[static_cast<size_t>(ch)] - bg;
+          along += (p[ch] - bg) * dir, norm += dir * dir;
+        }
+        const double alpha = norm < 1 ? 0.0 : std::clamp(along / norm, 0.0, 1.0);
+        if (alpha == 0) continue;  // background, its pixel noise kept
+        const auto v = static_cast<uint8_t>(std::lround(std::clamp(bg + alpha * (levels[i] - bg), 0.0, 255.0)));
+        uint8_t* q = out.pixel(x, y);
+        q[0] = q[1] = q[2] = v;
+      }
+  }
+  return out;
+}
+
 VitPretrainResult pretrain_vision(const VisionConfig& vision, const std::string& data_dir, int64_t steps,
                                   int64_t batch_size, const OptimConfig& optim, uint64_t seed,
                                   std::function<void(int64_t, double)> on_step,
-                                  const std::vector<std::string>& eval_dirs) {
+                                  const std::vector<std::string>& eval_dirs, double gray_fraction) {
   if (steps < 1 || batch_size < 1) throw ConfigError("[pretrain_vision] steps and batch_size must be >= 1");
+  if (!(gray_fraction >= 0 && gray_fraction <= 1))
+    throw ConfigError("[pretrain_vision] the gray fraction must be in [0, 1], e.g. 0.5; got " + std::to_string(gray_fraction));
   if (vision.patch_size < 1 || vision.image_size % vision.patch_size != 0)
     throw ConfigError("[pretrain_vision] vision_config.image_size must be a multiple of patch_size");
   optim.validate();
-  const SceneSet data = load_scene_set(vision, data_dir);
+  const SceneSet data = load_scene_set(vision, data_dir,
+                                       gray_fraction > 0 ? std::optional<uint64_t>(seed ^ 0x9e3779b97f4a7c15ULL) : std::nullopt);
   std::vector<SceneSet> evals;
   for (const auto& d : eval_dirs) evals.push_back(load_scene_set(vision, d));
   const int64_t n = data.pixels.size(0);
@@ -218,9 +290,19 @@ VitPretrainResult pretrain_vision(const VisionConfig& vision, const std::string&
     std::vector<int64_t> idx;
     for (int64_t b = 0; b < batch_size; ++b) idx.push_back(static_cast<int64_t>(rng() % static_cast<uint64_t>(n)));
     auto index = torch::tensor(idx, torch::kLong);
+    auto pixels = data.pixels.index_select(0, index);
+    auto color = data.color.index_select(0, index);
+    if (gray_fraction > 0) {  // rows shown gray: their colour targets are ignored
+      std::vector<uint8_t> is_gray;
+      std::uniform_real_distribution<double> u(0.0, 1.0);
+      for (int64_t b = 0; b < batch_size; ++b) is_gray.push_back(u(rng) < gray_fraction);
+      auto g = torch::tensor(std::vector<int64_t>(is_gray.begin(), is_gray.end()), torch::kLong).to(torch::kBool);
+      pixels = torch::where(g.view({-1, 1, 1, 1}), data.gray_pixels.index_select(0, index), pixels);
+      color = torch::where(g.view({-1, 1}), torch::full_like(color, -100), color);
+    }
     opt->zero_grad();
-    auto o = model->forward(data.pixels.index_select(0, index));
-    auto lp = ce(o.shape, data.shape.index_select(0, index)) + ce(o.color, data.color.index_select(0, index)) +
+    auto o = model->forward(pixels);
+    auto lp = ce(o.shape, data.shape.index_select(0, index)) + ce(o.color, color) +
               ce(o.size, data.size.index_select(0, index));
     auto lc = F::cross_entropy(o.count, data.count.index_select(0, index));
     auto loss = lp + lc;

@@ -61,10 +61,22 @@ ShapePatchTargets shape_patch_targets(const nlohmann::json& scene, const Image& 
 // on_step(step, loss) after every step (step counts from 1). After training,
 // the heads are scored on every directory of eval_dirs (held-out splits:
 // VitProbeAccuracy), so a frozen tower's attribute knowledge is measured.
+// gray_fraction (0-1, issue 11's colour-invariant pretraining): that share
+// of each batch's images is shown with every object repainted in a gray level
+// of its own (gray_scene_copy) and trains only the shape and size heads, so
+// the trunk must tell shapes apart by their outline, not by the colours they
+// came in. No colour and no held-out composition is synthesised.
 VitPretrainResult pretrain_vision(const VisionConfig& vision, const std::string& data_dir, int64_t steps,
                                   int64_t batch_size, const OptimConfig& optim, uint64_t seed,
                                   std::function<void(int64_t step, double loss)> on_step = {},
-                                  const std::vector<std::string>& eval_dirs = {});
+                                  const std::vector<std::string>& eval_dirs = {}, double gray_fraction = 0);
+
+// A copy of a rendered scene with each object's pixels (inside its box, by
+// how far they go from the background toward the object's rgb, so
+// anti-aliased edges blend as before) turned into gray level levels[i] of
+// object i; the background, already gray, is kept. InputError as
+// shape_patch_targets, or when levels has not one entry per object.
+Image gray_scene_copy(const nlohmann::json& scene, const Image& image, const std::vector<uint8_t>& levels);
 
 // Writes the tower's parameters to `path` (safetensors) as "vision_model.<name>".
 void save_vision_encoder(const VisionEncoderImpl& model, const std::string& path);

@@ -330,5 +330,51 @@ TEST(PretrainTest, TinyVitLearnsShapeAttributesAndLoadsIntoBlip2) {
   EXPECT_THROW(shape_patch_targets({{"image_size", 32}, {"objects", nlohmann::json::array()}}, img, 4), InputError);
 }
 
+// Colour-invariant pretraining (issue 11): the gray copy keeps every object's
+// outline and anti-aliased edge, paints it in its own gray level, and leaves
+// no colour in the image.
+TEST(PretrainTest, GrayCopyKeepsOutlinesAndDropsColour) {
+  shapes::Scene sc;
+  sc.image_size = 32;
+  sc.background = {200, 200, 200};
+  sc.objects = {{"star", "orange", "large", 12.0, 12.0, 11.0, {245, 135, 25}},
+                {"circle", "blue", "small", 27.0, 5.0, 5.0, {40, 60, 220}}};
+  nlohmann::json scene = {{"image_size", 32}, {"background", {200, 200, 200}}, {"objects", nlohmann::json::array()}};
+  for (const auto& o : sc.objects)
+    scene["objects"].push_back({{"shape", o.shape}, {"color", o.color}, {"size", o.size}, {"cx", o.cx},
+                                {"cy", o.cy}, {"bbox", o.bbox}, {"rgb", {o.rgb[0], o.rgb[1], o.rgb[2]}}});
+  const Image img = shapes::render_scene(sc);
+  const Image gray = gray_scene_copy(scene, img, {40, 120});
+  ASSERT_EQ(gray.width, img.width);
+  int64_t object_before = 0, object_after = 0, colour_left = 0;
+  for (int y = 0; y < 32; ++y)
+    for (int x = 0; x < 32; ++x) {
+      const uint8_t *a = img.pixel(x, y), *b = gray.pixel(x, y);
+      colour_left += !(b[0] == b[1] && b[1] == b[2]);
+      object_before += !(a[0] == 200 && a[1] == 200 && a[2] == 200);
+      object_after += b[0] != 200;
+    }
+  EXPECT_EQ(colour_left, 0);
+  EXPECT_GT(object_before, 40);
+  EXPECT_NEAR(static_cast<double>(object_after), static_cast<double>(object_before), 0.05 * object_before);
+  EXPECT_EQ(gray.pixel(12, 12)[0], 40);  // inside the star: its level
+  EXPECT_EQ(gray.pixel(27, 5)[0], 120);  // inside the circle
+  // An edge pixel keeps its partial coverage: strictly between the two.
+  int64_t edges = 0;
+  for (int x = 0; x < 32; ++x) edges += gray.pixel(x, 12)[0] > 40 && gray.pixel(x, 12)[0] < 200;
+  EXPECT_GE(edges, 1);
+  EXPECT_THROW(gray_scene_copy(scene, img, {40}), InputError);
+
+  // Training with half the images gray still learns; the fraction is checked.
+  TempDir data;
+  shapes::generate_split(data.path(), shapes::Split::kTrain, 32, 5, 32);
+  auto mc = test::tiny_config("opt");
+  mc.vision.image_size = 32;
+  mc.vision.patch_size = 8;
+  auto r = pretrain_vision(mc.vision, data.path(), 30, 16, fast_optim(30, 3e-3), 2, {}, {}, 0.5);
+  EXPECT_LT(mean_of(r.patch_losses, 25, 30), 0.75 * mean_of(r.patch_losses, 0, 3));
+  EXPECT_THROW(pretrain_vision(mc.vision, data.path(), 3, 4, fast_optim(3, 3e-3), 2, {}, {}, 1.5), ConfigError);
+}
+
 }  // namespace
 }  // namespace blip2
