@@ -336,7 +336,8 @@ std::string BenchResult::to_table() const {
     << fmt(weight_mb, 0) << " MB of weights\n"
     << cpu << " [" << cpu_features << "], " << threads_line << "\n"
     << "ceilings: GEMM fp32 " << fmt(ceilings.gemm_gflops_fp32) << " GFLOP/s, bf16 "
-    << fmt(ceilings.gemm_gflops_bf16) << " GFLOP/s, int8 " << fmt(ceilings.gemm_gops_int8) << " GOP/s; memory " << fmt(ceilings.bandwidth_gbs) << " GB/s (triad)\n";
+    << (ceilings.gemm_gflops_bf16 > 0 ? fmt(ceilings.gemm_gflops_bf16) + " GFLOP/s" : std::string("n/a (not native: widened to fp32)"))
+    << ", int8 " << fmt(ceilings.gemm_gops_int8) << " GOP/s; memory " << fmt(ceilings.bandwidth_gbs) << " GB/s (triad)\n";
   o << "  load                 " << (load_s >= 0 ? fmt(load_s, 2) + " s" : std::string("- (use --from-file)"))
     << ", RSS " << fmt(rss_after_load_mb, 0) << " MB\n"
     << "  vision, batch 1      " << fmt(vision_ms_b1) << " ms/image  (" << fmt(vision_gflop) << " GFLOP, "

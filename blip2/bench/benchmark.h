@@ -34,7 +34,7 @@ struct BenchOptions {
 // GEMM on the pool the model uses for it; the caller's settings are restored.
 struct Ceilings {
   double gemm_gflops_fp32 = 0;  // best of a few square sizes
-  double gemm_gflops_bf16 = 0;  // libtorch's bf16 matmul (emulated without native bf16)
+  double gemm_gflops_bf16 = 0;  // libtorch's native bf16 matmul; 0 without native bf16 (bf16 weights run widened)
   // nn::int8_gemm (float32 rows quantised, int8 x int8, rescaled) in GOP/s;
   // 0 where the int8 x int8 GEMM is not available.
   double gemm_gops_int8 = 0;

@@ -10,6 +10,7 @@
 
 #include "blip2/bench/benchmark.h"
 #include "blip2/nn/int8_gemm.h"
+#include "blip2/util/cpu.h"
 #include "blip2/util/threads.h"
 
 namespace blip2::bench {
@@ -84,7 +85,10 @@ Ceilings measure_ceilings(int threads, GemmPool restore) {
   Ceilings c;
   c.gemm_gflops_fp32 = gemm_gflops(torch::kFloat, {512, 1024, 2048});
   apply_threads(threads, GemmPool::kOpenMP);
-  c.gemm_gflops_bf16 = gemm_gflops(torch::kBFloat16, {512, 1024});
+  // libtorch's bf16 matmul, where the engine uses it: on CPUs without native
+  // bf16 the engine widens bf16 weights to float32 (the float32 ceiling
+  // applies), and libtorch's emulation is never run.
+  if (cpu_features().native_bf16()) c.gemm_gflops_bf16 = gemm_gflops(torch::kBFloat16, {512, 1024});
   if (nn::int8_gemm_available()) c.gemm_gops_int8 = int8_gops({512, 1024, 2048});
   c.bandwidth_gbs = triad_gbs();
   apply_threads(threads, restore);

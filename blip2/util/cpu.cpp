@@ -1,6 +1,9 @@
 #include "blip2/util/cpu.h"
 
+#include <cstdlib>
 #include <fstream>
+
+#include "blip2/util/error.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
@@ -34,8 +37,20 @@ CpuFeatures detect() {
 
 }  // namespace
 
+CpuFeatures cap_features(CpuFeatures f, const std::string& max_isa) {
+  if (max_isa.empty() || max_isa == "native") return f;
+  if (max_isa != "avx2" && max_isa != "baseline")
+    throw ConfigError("BLIP2_MAX_ISA='" + max_isa + "' is not one of native, avx2, baseline; unset it to use the whole CPU");
+  f.avx512f = f.avx512bw = f.avx512_bf16 = f.avx512_vnni = f.amx_bf16 = false;
+  if (max_isa == "baseline") f.avx2 = f.fma = f.f16c = f.avx_vnni = false;
+  return f;
+}
+
 const CpuFeatures& cpu_features() {
-  static const CpuFeatures f = detect();
+  static const CpuFeatures f = [] {
+    const char* cap = std::getenv("BLIP2_MAX_ISA");
+    return cap_features(detect(), cap ? cap : "");
+  }();
   return f;
 }
 
@@ -52,7 +67,10 @@ std::string CpuFeatures::summary() const {
   add(amx_bf16, "amx_bf16");
   add(avx512_vnni, "avx512_vnni");
   add(avx_vnni, "avx_vnni");
-  return s.empty() ? "baseline" : s;
+  if (s.empty()) s = "baseline";
+  if (const char* cap = std::getenv("BLIP2_MAX_ISA"); cap && *cap && std::string(cap) != "native")
+    s += " (capped: BLIP2_MAX_ISA=" + std::string(cap) + ")";
+  return s;
 }
 
 std::string cpu_model_name() {

@@ -19,8 +19,16 @@ struct CpuFeatures {
   std::string summary() const;
 };
 
-// Detected once, on first use.
+// Detected once, on first use, then capped by BLIP2_MAX_ISA when it is set:
+// `avx2` hides AVX-512, its BF16/VNNI and AMX (the kernels of an AVX2-only CPU
+// run), `baseline` hides AVX2 too, `native` (or unset) hides nothing. Set with
+// DNNL_MAX_CPU_ISA, OPENBLAS_CORETYPE and ATEN_CPU_CAPABILITY it makes this
+// CPU time what an older one would run (docs/performance.md). ConfigError
+// naming the variable and its values for anything else.
 const CpuFeatures& cpu_features();
+
+// The features with an ISA cap applied (the rule above, as a pure function).
+CpuFeatures cap_features(CpuFeatures f, const std::string& max_isa);
 
 // The CPU's name from /proc/cpuinfo ("AMD EPYC 7B13"), or "unknown".
 std::string cpu_model_name();

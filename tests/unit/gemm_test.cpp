@@ -215,6 +215,27 @@ TEST(GemmTest, Fp32GemmChoosesTheLibraryAndThePool) {
   apply_threads(0);
 }
 
+TEST(CpuTest, MaxIsaCapHidesTheNewerExtensions) {
+  CpuFeatures all;
+  all.avx2 = all.fma = all.f16c = all.avx512f = all.avx512bw = all.avx512_bf16 = all.avx512_vnni = true;
+  all.amx_bf16 = all.avx_vnni = true;
+  const auto avx2 = cap_features(all, "avx2");
+  EXPECT_TRUE(avx2.avx2 && avx2.fma && avx2.f16c && avx2.avx_vnni);
+  EXPECT_FALSE(avx2.avx512f || avx2.avx512bw || avx2.avx512_vnni || avx2.native_bf16());
+  const auto base = cap_features(all, "baseline");
+  EXPECT_FALSE(base.avx2 || base.fma || base.avx512f || base.native_bf16());
+  EXPECT_EQ(base.summary().rfind("baseline", 0), 0u);
+  EXPECT_TRUE(cap_features(all, "native").avx512_bf16);
+  EXPECT_TRUE(cap_features(all, "").amx_bf16);
+  try {
+    cap_features(all, "avx512");
+    FAIL() << "an unknown cap must be refused";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("BLIP2_MAX_ISA"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("native, avx2, baseline"), std::string::npos) << e.what();
+  }
+}
+
 TEST(ThreadsTest, OneKnobSetsEveryPool) {
   const auto s = apply_threads(1);
   EXPECT_EQ(s.threads, 1);
