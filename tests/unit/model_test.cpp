@@ -167,6 +167,24 @@ TEST(Blip2ModelTest, LargerImagesInterpolatePositionEmbeddings) {
   EXPECT_EQ(out.last_hidden_state.sizes(), (std::vector<int64_t>{1, 37, 24}));
 }
 
+// Inference on many images runs them a few at a time (activations in cache);
+// each image's features must not depend on that.
+TEST(Blip2ModelTest, ManyImagesRunInChunksWithTheSameResult) {
+  auto c = test::tiny_config("opt");
+  c.vision.intermediate_size = 1 << 17;  // 1 image per chunk at 12 px (17 tokens)
+  auto m = make(c);
+  auto& v = m->vision_model;
+  const auto px = torch::randn({3, 3, 12, 12});
+  torch::NoGradGuard g;
+  const auto chunked = v->forward(px).last_hidden_state;            // chunks of one image
+  const auto whole = v->forward(px, true).last_hidden_state;        // hidden states asked for: one batch
+  ASSERT_EQ(chunked.sizes(), whole.sizes());
+  EXPECT_TRUE(torch::allclose(chunked, whole, 1e-5, 1e-5)) << (chunked - whole).abs().max() << " " << whole.abs().max();
+  std::vector<torch::Tensor> one_by_one;
+  for (int64_t i = 0; i < 3; ++i) one_by_one.push_back(v->features(px.slice(0, i, i + 1)));
+  EXPECT_TRUE(torch::allclose(v->features(px), torch::cat(one_by_one), 1e-5, 1e-5));
+}
+
 class LoadTest : public ::testing::Test {
  protected:
   void SetUp() override {
