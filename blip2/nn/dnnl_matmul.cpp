@@ -8,6 +8,7 @@
 #include <map>
 #include <mutex>
 #include <unordered_map>
+#include <vector>
 
 #ifdef BLIP2_HAVE_DNNL
 #include <oneapi/dnnl/dnnl.hpp>
@@ -89,6 +90,23 @@ bool run(const Shape& shape, void* a, void* w, void* bias, void* c, bool refuse_
   return true;
 }
 
+// Whether oneDNN's int8 product gives exact int32 sums at the extremes our
+// quantisation produces (+-127 both sides). Without VNNI its kernels multiply
+// with vpmaddubsw, whose 16-bit pair sums saturate once the signed
+// activations are shifted to unsigned (255 * 127 * 2 > 32767): measured with
+// oneDNN 2.6 on AVX2 and on AVX-512 without VNNI, the products came out wrong.
+bool int8_sums_exact(int64_t M) {
+  const int64_t K = 64, N = 16;
+  for (const int8_t av : {int8_t{127}, int8_t{-127}}) {
+    std::vector<int8_t> a(static_cast<size_t>(M * K), av), w(static_cast<size_t>(N * K), 127);
+    std::vector<int32_t> c(static_cast<size_t>(M * N), 0);
+    run(Shape{Kind::kS8, 1, M, K, N, true, false}, a.data(), w.data(), nullptr, c.data());
+    for (const int32_t v : c)
+      if (v != int32_t{av} * 127 * K) return false;
+  }
+  return true;
+}
+
 std::string probe(Kind kind) {
   const auto& f = cpu_features();
   if (!(f.avx2 && f.fma)) return "not available: the CPU has no AVX2+FMA";
@@ -97,6 +115,9 @@ std::string probe(Kind kind) {
     if (impl.rfind("ref", 0) == 0)
       return std::string("not available: oneDNN has only its reference ") + (kind == Kind::kS8 ? "int8" : "float32") +
              " kernel here (" + impl + ")";
+    if (kind == Kind::kS8 && !(int8_sums_exact(16) && int8_sums_exact(257)))
+      return "not available: oneDNN's int8 kernel here (" + impl +
+             ") saturates full-range int8 sums (no VNNI); int8 weights are multiplied in float32 instead";
     return impl;
   } catch (const dnnl::error& e) {
     return std::string("not available: oneDNN: ") + e.what();

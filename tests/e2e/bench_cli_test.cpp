@@ -1,5 +1,7 @@
 // blip2 bench end to end on the tiny preset: valid JSON with every field the
 // benchmark promises, plausible numbers, and clear errors for bad flags.
+#include <cstdlib>
+
 #include <nlohmann/json.hpp>
 
 #include "e2e_util.h"
@@ -35,6 +37,29 @@ TEST(BenchCliTest, TinyPresetPrintsEveryFieldAsJson) {
     }
     EXPECT_GE(j["peak_rss_mb"].get<double>(), j["rss_after_load_mb"].get<double>() * 0.5);
   }
+}
+
+// The ISA caps make this CPU run what an AVX2-only one runs. There oneDNN's
+// int8 kernel (no VNNI) saturates full-range int8 sums, so int8 x int8 must
+// not be used: int8 weights are multiplied in float32 instead.
+TEST(BenchCliTest, AnAvx2CapRunsWithoutTheInt8ProductThatSaturates) {
+  ::setenv("BLIP2_MAX_ISA", "avx2", 1);
+  ::setenv("DNNL_MAX_CPU_ISA", "AVX2", 1);
+  auto r = run_cli("bench --preset tiny --repeats 1 --new-tokens 2 --beams 2 --train-batch 0 --json --dtype int8");
+  ::unsetenv("BLIP2_MAX_ISA");
+  ::unsetenv("DNNL_MAX_CPU_ISA");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const json j = json::parse(r.out);
+  const auto path = j["compute_path"].get<std::string>();
+  EXPECT_NE(path.find("int8 x int8 not available"), std::string::npos) << path;
+  EXPECT_NE(j["cpu_features"].get<std::string>().find("capped: BLIP2_MAX_ISA=avx2"), std::string::npos)
+      << j["cpu_features"];
+  EXPECT_EQ(j["cpu_features"].get<std::string>().find("avx512"), std::string::npos) << j["cpu_features"];
+  ::setenv("BLIP2_MAX_ISA", "avx1024", 1);
+  auto bad = run_cli("bench --preset tiny --repeats 1 --train-batch 0");
+  ::unsetenv("BLIP2_MAX_ISA");
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.err.find("BLIP2_MAX_ISA='avx1024' is not one of native, avx2, baseline"), std::string::npos) << bad.err;
 }
 
 TEST(BenchCliTest, BadFlagsNameTheFlagAndTheChoices) {
