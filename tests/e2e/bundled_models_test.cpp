@@ -20,7 +20,7 @@ using test::q;
 using test::run_cli;
 
 // Floors well below what the bundled models measure on these 60 images (the
-// first 60 of the test split: TR@5 100, VQA accuracy 0.71 (OPT) and 0.58 (T5), CIDEr-D 6.1;
+// first 60 of the test split: TR@5 100, VQA accuracy 0.71 (OPT) and 0.55 (T5), CIDEr-D 6.1;
 // docs/results.md has the 500-image numbers): they catch a broken inference
 // path (garbage scores near 0) or a model that lost its zero-shot VQA (the
 // OPT bundle before context augmentation scored 0.32; the previous T5 bundle 0.37 on
