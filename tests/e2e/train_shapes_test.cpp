@@ -13,8 +13,9 @@ namespace {
 TEST(TrainShapesTest, QuickRecipeRunsEveryStageAndLearns) {
   test::TempDir dir;
   const std::string log = dir.file("log");
-  const std::string cmd = "QUICK=1 BLIP2=" + std::string(BLIP2_CLI) + " " + std::string(BLIP2_SOURCE_DIR) + "/scripts/train_shapes " + dir.file("out") +
-                          " >" + log + " 2>&1";
+  // QFORMER: a Q-Former of other sizes than the configs' (here 64 wide, 1 layer) for every stage.
+  const std::string cmd = "QUICK=1 QFORMER=\"64 1\" BLIP2=" + std::string(BLIP2_CLI) + " " + std::string(BLIP2_SOURCE_DIR) +
+                          "/scripts/train_shapes " + dir.file("out") + " >" + log + " 2>&1";
   const int status = std::system(cmd.c_str());
   std::stringstream ss;
   ss << std::ifstream(log).rdbuf();
@@ -57,6 +58,14 @@ TEST(TrainShapesTest, QuickRecipeRunsEveryStageAndLearns) {
     ASSERT_GE(loss.size(), 3u) << run;
     EXPECT_LT(loss.back(), loss.front()) << run;
   }
+  for (const char* run : {"stage1", "stage2_opt", "stage2_t5"}) {
+    std::string latest;
+    std::ifstream(dir.file(std::string("out/runs/") + run + "/latest")) >> latest;
+    const auto qf = read(std::string("runs/") + run + "/" + latest + "/config.json").at("qformer_config");
+    EXPECT_EQ(qf.at("hidden_size"), 64) << run;
+    EXPECT_EQ(qf.at("intermediate_size"), 128) << run;
+    EXPECT_EQ(qf.at("num_hidden_layers"), 1) << run;
+  }
   // Curves are written for the unimodal pretraining too, and plot.
   for (const char* f : {"vit_metrics.jsonl", "lm_opt_metrics.jsonl", "lm_t5_metrics.jsonl"})
     EXPECT_TRUE(std::filesystem::exists(dir.file(std::string("out/") + f))) << f;
@@ -68,19 +77,23 @@ TEST(TrainShapesTest, QuickRecipeFromAnExistingStage1BundlesOnlyWhatItTrained) {
   test::TempDir dir;
   const std::string src = BLIP2_SOURCE_DIR, retrieval = src + "/models/shapes/retrieval";
   const std::string env = "QUICK=1 BLIP2=" + std::string(BLIP2_CLI) + " STAGE1_INIT=" + retrieval;
+  const std::string bundled_qformer = " QFORMER=\"128 3\"";  // the bundled retrieval model's Q-Former
   auto run = [&](const std::string& cmd) {
     const int status = std::system((cmd + " >" + dir.file("log") + " 2>&1").c_str());
     std::stringstream ss;
     ss << std::ifstream(dir.file("log")).rdbuf();
     return std::make_pair(status, ss.str());
   };
+  auto [bad_qf, bad_qf_why] = run(env + " ABLATIONS=0 QFORMER=128 " + src + "/scripts/train_shapes " + dir.file("out"));
+  EXPECT_NE(bad_qf, 0);
+  EXPECT_NE(bad_qf_why.find("QFORMER='128' must be two positive integers, HIDDEN LAYERS"), std::string::npos) << bad_qf_why;
   auto [refused, why] = run(env + " " + src + "/scripts/train_shapes " + dir.file("out"));
   EXPECT_NE(refused, 0);
   EXPECT_NE(why.find("STAGE1_INIT skips stage 1, which the ablations retrain; set ABLATIONS=0 too"), std::string::npos)
       << why;
 
-  auto [status, out] = run(env + " ABLATIONS=0 T5_LM_LR=0.001 T5_LM_CONTEXT= " + src + "/scripts/train_shapes " +
-                           dir.file("out"));
+  auto [status, out] = run(env + bundled_qformer + " ABLATIONS=0 T5_LM_LR=0.001 T5_LM_CONTEXT= " + src +
+                           "/scripts/train_shapes " + dir.file("out"));
   ASSERT_EQ(status, 0) << out;
   EXPECT_NE(out.find("(STAGE1_INIT: stage 1 is " + retrieval + ")"), std::string::npos) << out;
   EXPECT_FALSE(std::filesystem::exists(dir.file("out/vit.safetensors")));
