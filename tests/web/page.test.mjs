@@ -138,8 +138,8 @@ test('a question gets a streamed answer in the chat list', async () => {
 });
 
 test('typed texts get match bars with the ITM probability and ITC cosine', async () => {
-  // The first text is nearly true of shapes-1.png (only the star's size is wrong), the second is false.
-  const truth = 'a small blue triangle to the right of a small purple star';
+  // The first text is true of shapes-1.png, the second is false.
+  const truth = 'a small blue triangle to the right of a large purple star';
   await page.getByLabel('Texts to score against the image, one per line').fill(`${truth}\na red star`);
   await page.getByRole('button', { name: 'Score' }).click();
   const results = page.locator('#match-results[data-state="done"]');
