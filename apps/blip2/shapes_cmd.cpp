@@ -32,7 +32,7 @@ struct PretrainFlags {
   // ContextAugment overrides (blip2/shapes/lm_pretrain.h); unset = its default (off).
   std::optional<double> context_noise, context_mix, context_drop;
   std::optional<int64_t> context_fill_to;
-  double gray_fraction = 0;  // pretrain vit: share of images shown with gray objects
+  VitPretrainOptions vit;  // pretrain vit: gray copies, position heads
 };
 
 // Prints the progress of a pretraining run (a bar on a terminal, every 100th
@@ -92,7 +92,7 @@ int pretrain_vit(const PretrainFlags& f) {
   const auto cfg = Blip2Config::from_file(f.config);
   PretrainReporter report(f);
   auto r = pretrain_vision(cfg.vision, f.data, f.steps, f.batch_size, pretraining_optim(f.lr, f.steps), f.seed,
-                           report.on_step(), f.eval_data, f.gray_fraction);
+                           report.on_step(), f.eval_data, f.vit);
   save_vision_encoder(*r.model, f.out);
   report.finish(r.losses);
   std::printf("pretrained ViT for %lld steps: loss %.4f -> %.4f; wrote %s\n", static_cast<long long>(f.steps),
@@ -101,6 +101,8 @@ int pretrain_vit(const PretrainFlags& f) {
     std::printf("probe %s: %lld objects; shape %.1f%% color %.1f%% size %.1f%% all %.1f%%; count %.1f%%\n",
                 p.data_dir.c_str(), static_cast<long long>(p.objects), 100 * p.shape, 100 * p.color, 100 * p.size,
                 100 * p.all, 100 * p.count);
+  for (const auto& p : r.probes)
+    if (p.position >= 0) std::printf("probe %s: patch position %.1f%%\n", p.data_dir.c_str(), 100 * p.position);
   return 0;
 }
 
@@ -134,10 +136,13 @@ void add_pretrain_commands(Registry& r) {
                  "(default 0: none)");
   vit->add_option("--data", f->data, "a `blip2 shapes generate` directory")->required();
   vit->add_option("--out", f->out, "output .safetensors (vision_model.* weights)")->required();
-  vit->add_option("--gray-fraction", f->gray_fraction,
+  vit->add_option("--gray-fraction", f->vit.gray_fraction,
                   "share of each batch shown with every object repainted gray (shape and size heads only), so "
                   "shapes are learnt by outline, not colour; 0-1")
       ->capture_default_str();
+  vit->add_flag("--position-head", f->vit.position_head,
+                "also name each patch token's row and column, so the tokens keep where they are (captions' "
+                "left/right/above/below and order)");
   vit->add_option("--eval-data", f->eval_data,
                   "held-out `shapes generate` directories: report the heads' per-object attribute accuracy");
 }

@@ -55,30 +55,48 @@ const nlohmann::json& scene_objects(const nlohmann::json& scene, const Image& im
   return objects;
 }
 
-// The tower plus the patch and count heads (not saved).
+int64_t grid_of(const VisionConfig& v) { return v.image_size / v.patch_size; }
+
+// The tower plus the patch, count and (optional) position heads (not saved).
 struct AttributeModelImpl : torch::nn::Module {
-  explicit AttributeModelImpl(const VisionConfig& c) {
+  AttributeModelImpl(const VisionConfig& c, bool position) {
     vision_model = register_module("vision_model", VisionEncoder(c));
     shape_head = register_module("shape_head", nn::Linear(c.hidden_size, 5));
     color_head = register_module("color_head", nn::Linear(c.hidden_size, 7));
     size_head = register_module("size_head", nn::Linear(c.hidden_size, 3));
     count_head = register_module("count_head", nn::Linear(c.hidden_size, 3));
+    if (position) {
+      row_head = register_module("row_head", nn::Linear(c.hidden_size, grid_of(c)));
+      col_head = register_module("col_head", nn::Linear(c.hidden_size, grid_of(c)));
+    }
   }
   struct Out {
     torch::Tensor shape, color, size, count;  // (B, P, classes) x3, (B, 3)
+    torch::Tensor row, col;                   // (B, P, grid) with the position heads
   };
   Out forward(const torch::Tensor& pixels) {
     auto h = vision_model->forward(pixels).last_hidden_state;
     auto patches = h.slice(1, 1);  // drop CLS
-    return {shape_head->forward(patches), color_head->forward(patches), size_head->forward(patches),
-            count_head->forward(h.mean(1))};
+    Out o{shape_head->forward(patches), color_head->forward(patches), size_head->forward(patches),
+          count_head->forward(h.mean(1))};
+    if (row_head) o.row = row_head->forward(patches), o.col = col_head->forward(patches);
+    return o;
   }
   VisionEncoder vision_model{nullptr};
   nn::Linear shape_head{nullptr}, color_head{nullptr}, size_head{nullptr}, count_head{nullptr};
+  nn::Linear row_head{nullptr}, col_head{nullptr};
 };
 TORCH_MODULE(AttributeModel);
 
+// Each patch token's row and column on a grid x grid patch grid, row-major
+// as the tokens: (1, grid * grid) each.
+std::pair<torch::Tensor, torch::Tensor> patch_positions(int64_t grid) {
+  const auto p = torch::arange(grid * grid, torch::kLong).unsqueeze(0);
+  return {p.div(grid, "floor"), p.remainder(grid)};
+}
+
 struct SceneSet {
+  int64_t grid = 1;  // patches per side
   torch::Tensor pixels, shape, color, size, count;
   torch::Tensor gray_pixels;  // gray_scene_copy of each image (defined when asked for)
   std::vector<std::vector<int64_t>> centre_patch;  // per scene, per object
@@ -97,8 +115,6 @@ nlohmann::json read_scenes(const std::string& data_dir) {
   if (!scenes.is_array() || scenes.empty()) throw InputError("[pretrain_vision] '" + path + "' lists no scenes");
   return scenes;
 }
-
-int64_t grid_of(const VisionConfig& v) { return v.image_size / v.patch_size; }
 
 // A gray level per object, at least 48 levels from the background's, so
 // the object stays visible.
@@ -124,6 +140,7 @@ SceneSet load_scene_set(const VisionConfig& vision, const std::string& data_dir,
   std::vector<int64_t> counts;
   std::mt19937_64 gray_rng(gray_seed.value_or(0));
   SceneSet set;
+  set.grid = grid;
   for (const auto& s : scenes) {
     try {
       const Image image = load_image(data_dir + "/" + s.at("image").get<std::string>());
@@ -147,10 +164,13 @@ VitProbeAccuracy probe(AttributeModel& model, const SceneSet& set, const std::st
   VitProbeAccuracy acc;
   acc.data_dir = dir;
   const int64_t n = set.pixels.size(0);
-  int64_t right_shape = 0, right_color = 0, right_size = 0, right_all = 0, right_count = 0;
+  int64_t right_shape = 0, right_color = 0, right_size = 0, right_all = 0, right_count = 0, right_position = 0;
+  const auto [rows, cols] = patch_positions(set.grid);
   for (int64_t from = 0; from < n; from += 64) {
     const int64_t to = std::min(n, from + 64);
     auto o = model->forward(set.pixels.slice(0, from, to));
+    if (o.row.defined())
+      right_position += (o.row.argmax(2).eq(rows) & o.col.argmax(2).eq(cols)).sum().item<int64_t>();
     auto ps = o.shape.argmax(2), pc = o.color.argmax(2), pz = o.size.argmax(2);
     right_count += o.count.argmax(1).eq(set.count.slice(0, from, to)).sum().item<int64_t>();
     for (int64_t i = from; i < to; ++i)
@@ -165,6 +185,7 @@ VitProbeAccuracy probe(AttributeModel& model, const SceneSet& set, const std::st
   const double no = static_cast<double>(std::max<int64_t>(1, acc.objects));
   acc.shape = right_shape / no, acc.color = right_color / no, acc.size = right_size / no, acc.all = right_all / no;
   acc.count = static_cast<double>(right_count) / static_cast<double>(n);
+  if (model->row_head) acc.position = static_cast<double>(right_position) / static_cast<double>(n * rows.size(1));
   return acc;
 }
 
@@ -250,10 +271,10 @@ Image gray_scene_copy(const nlohmann::json& scene, const Image& image, const std
 VitPretrainResult pretrain_vision(const VisionConfig& vision, const std::string& data_dir, int64_t steps,
                                   int64_t batch_size, const OptimConfig& optim, uint64_t seed,
                                   std::function<void(int64_t, double)> on_step,
-                                  const std::vector<std::string>& eval_dirs, double gray_fraction) {
+                                  const std::vector<std::string>& eval_dirs, const VitPretrainOptions& options) {
   if (steps < 1 || batch_size < 1) throw ConfigError("[pretrain_vision] steps and batch_size must be >= 1");
-  if (!(gray_fraction >= 0 && gray_fraction <= 1))
-    throw ConfigError("[pretrain_vision] the gray fraction must be in [0, 1], e.g. 0.5; got " + std::to_string(gray_fraction));
+  options.validate();
+  const double gray_fraction = options.gray_fraction;
   if (vision.patch_size < 1 || vision.image_size % vision.patch_size != 0)
     throw ConfigError("[pretrain_vision] vision_config.image_size must be a multiple of patch_size");
   optim.validate();
@@ -265,7 +286,8 @@ VitPretrainResult pretrain_vision(const VisionConfig& vision, const std::string&
 
   torch::manual_seed(seed);
   std::mt19937_64 rng(seed ^ 0x5851f42d4c957f2dULL);
-  AttributeModel model(vision);
+  AttributeModel model(vision, options.position_head);
+  const auto [rows, cols] = patch_positions(grid_of(vision));
   {
     torch::NoGradGuard g;
     nn::init_normal(*model, 0.02);
@@ -306,6 +328,11 @@ VitPretrainResult pretrain_vision(const VisionConfig& vision, const std::string&
               ce(o.size, data.size.index_select(0, index));
     auto lc = F::cross_entropy(o.count, data.count.index_select(0, index));
     auto loss = lp + lc;
+    if (o.row.defined()) {
+      const auto B = o.row.size(0), P = o.row.size(1);
+      loss = loss + F::cross_entropy(o.row.reshape({B * P, -1}), rows.expand({B, P}).reshape({-1})) +
+             F::cross_entropy(o.col.reshape({B * P, -1}), cols.expand({B, P}).reshape({-1}));
+    }
     const double l = loss.item<double>();
     if (!std::isfinite(l))
       throw Error("[pretrain_vision] training diverged at step " + std::to_string(step) +
@@ -322,6 +349,11 @@ VitPretrainResult pretrain_vision(const VisionConfig& vision, const std::string&
   for (size_t i = 0; i < evals.size(); ++i) out.probes.push_back(probe(model, evals[i], eval_dirs[i]));
   out.model = model->vision_model;
   return out;
+}
+
+void VitPretrainOptions::validate() const {
+  if (!(gray_fraction >= 0 && gray_fraction <= 1))
+    throw ConfigError("[pretrain_vision] the gray fraction must be in [0, 1], e.g. 0.5; got " + std::to_string(gray_fraction));
 }
 
 void save_vision_encoder(const VisionEncoderImpl& model, const std::string& path) {

@@ -29,11 +29,34 @@ struct VitProbeAccuracy {
   double shape = 0, color = 0, size = 0;  // fraction right at the patch holding the object's centre
   double all = 0;                       // all three right
   double count = 0;                     // fraction of scenes with the right object count
+  // Fraction of patches whose row and column the position heads name right
+  // (only with VitPretrainOptions::position_head; -1 otherwise).
+  double position = -1;
+};
+
+// What pretrain_vision asks of the tower besides the attribute heads (issue
+// 11's compositional pretraining, our additions; all off by default).
+struct VitPretrainOptions {
+  // 0-1: that share of each batch's images is shown with every object
+  // repainted in a gray level of its own (gray_scene_copy) and trains only
+  // the shape and size heads, so the trunk must tell shapes apart by their
+  // outline, not by the colours they came in. No colour and no held-out
+  // composition is synthesised.
+  double gray_fraction = 0;
+  // Two more heads name each patch token's row and column on the patch grid,
+  // so the tokens keep *where* they are: the Q-Former's cross-attention reads
+  // a set of tokens, and captions need left/right/above/below and the
+  // left-to-right order. The attribute heads need no position, and the
+  // position embeddings start near zero (N(0, 0.02)), so without this the
+  // tower may let them fade.
+  bool position_head = false;
+  // ConfigError for a gray fraction outside [0, 1].
+  void validate() const;
 };
 
 struct VitPretrainResult {
   VisionEncoder model{nullptr};  // in eval mode
-  std::vector<double> losses;    // one per step: patch CEs + count CE
+  std::vector<double> losses;    // one per step: patch CEs + count CE (+ position CEs)
   std::vector<double> patch_losses, count_losses;
   std::vector<VitProbeAccuracy> probes;  // one per eval_dirs entry, after training
 };
@@ -61,15 +84,11 @@ ShapePatchTargets shape_patch_targets(const nlohmann::json& scene, const Image& 
 // on_step(step, loss) after every step (step counts from 1). After training,
 // the heads are scored on every directory of eval_dirs (held-out splits:
 // VitProbeAccuracy), so a frozen tower's attribute knowledge is measured.
-// gray_fraction (0-1, issue 11's colour-invariant pretraining): that share
-// of each batch's images is shown with every object repainted in a gray level
-// of its own (gray_scene_copy) and trains only the shape and size heads, so
-// the trunk must tell shapes apart by their outline, not by the colours they
-// came in. No colour and no held-out composition is synthesised.
+// `options` adds the gray copies and the position heads (above).
 VitPretrainResult pretrain_vision(const VisionConfig& vision, const std::string& data_dir, int64_t steps,
                                   int64_t batch_size, const OptimConfig& optim, uint64_t seed,
                                   std::function<void(int64_t step, double loss)> on_step = {},
-                                  const std::vector<std::string>& eval_dirs = {}, double gray_fraction = 0);
+                                  const std::vector<std::string>& eval_dirs = {}, const VitPretrainOptions& options = {});
 
 // A copy of a rendered scene with each object's pixels (inside its box, by
 // how far they go from the background toward the object's rgb, so

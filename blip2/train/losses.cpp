@@ -41,6 +41,71 @@ int64_t lm_pad_id(const Blip2ModelImpl& model, const Stage2Text& text) {
   return text.tokenizer->pad_id().value_or(model.language_model->pad_token_id());
 }
 
+// Each caption's own token embeddings (no special tokens) followed by zero
+// vectors up to Q positions: the context slot as the LM read it in
+// pretraining (ContextAugment::fill_to). (B, Q, D), and (B,) whether the
+// caption fits (a longer one has no teacher: its text would sit elsewhere).
+std::pair<torch::Tensor, torch::Tensor> caption_context(LanguageModel& lm, const Tokenizer& tok,
+                                                        const std::vector<std::string>& captions, int64_t Q,
+                                                        int64_t pad) {
+  const auto B = static_cast<int64_t>(captions.size());
+  auto ids = torch::full({B, Q}, pad, torch::kLong);
+  auto real = torch::zeros({B, Q}, torch::kFloat);
+  auto fits = torch::zeros({B}, torch::kFloat);
+  for (int64_t b = 0; b < B; ++b) {
+    const auto row = tok.encode(captions[static_cast<size_t>(b)], false);
+    const auto n = static_cast<int64_t>(row.size());
+    if (n > Q) continue;
+    for (int64_t i = 0; i < n; ++i) ids[b][i] = row[static_cast<size_t>(i)];
+    real[b].slice(0, 0, n).fill_(1);
+    fits[b] = 1;
+  }
+  torch::NoGradGuard g;
+  return {lm.embed_tokens(ids) * real.unsqueeze(-1), fits};
+}
+
+// The mean over layers (each layer's output: entries 1.. of HF's
+// hidden_states) of the student's squared distance to the teacher at the
+// positions `where` (B, S) marks, each divided by the teacher's mean squared
+// norm there (0 = the same hidden states).
+torch::Tensor hidden_state_distance(const std::vector<torch::Tensor>& student, const std::vector<torch::Tensor>& teacher,
+                                    const torch::Tensor& where) {
+  const auto n = where.sum().clamp_min(1);
+  torch::Tensor total = torch::zeros({}, where.options());
+  for (size_t l = 1; l < student.size(); ++l) {
+    const auto t = teacher[l].to(torch::kFloat);
+    const auto d = (student[l].to(torch::kFloat) - t).pow(2).mean(-1);  // (B, S)
+    const auto norm = (t.pow(2).mean(-1) * where).sum() / n;
+    total = total + (d * where).sum() / n / norm.clamp_min(1e-12);
+  }
+  return student.size() > 1 ? total / static_cast<double>(student.size() - 1) : total;
+}
+
+}  // namespace
+
+torch::Tensor context_distance(LanguageModel& lm, const Blip2ForwardOutput& f, const torch::Tensor& text_mask,
+                               const std::vector<std::string>& captions, const Tokenizer& tok, int64_t pad) {
+  if (lm.is_encoder_decoder() || f.lm.hidden_states.empty())
+    throw InputError("[stage2] context_distance needs a decoder-only LM's run with its hidden states");
+  const int64_t Q = f.language_projection.size(1);
+  nn::check_shape(text_mask, {static_cast<int64_t>(captions.size()), f.inputs_embeds.size(1) - Q}, "context_distance",
+                  "text_mask", "one row per caption, one column per text position after the queries");
+  auto [context, fits] = caption_context(lm, tok, captions, Q, pad);
+  LMOutput teacher;
+  {
+    torch::NoGradGuard g;
+    const auto text = f.inputs_embeds.slice(1, Q).detach();
+    teacher = lm.forward(torch::cat({context.to(text.device(), text.scalar_type()), text}, 1), f.attention_mask, {},
+                         true);
+  }
+  const auto opts = torch::TensorOptions().dtype(torch::kFloat).device(text_mask.device());
+  const auto where = torch::cat({torch::zeros({text_mask.size(0), Q}, opts), text_mask.to(torch::kFloat)}, 1) *
+                     fits.to(opts.device()).unsqueeze(1);
+  return hidden_state_distance(f.lm.hidden_states, teacher.hidden_states, where);
+}
+
+namespace {
+
 // Decoder-only captioning loss (see caption_lm_loss).
 torch::Tensor decoder_only_caption_loss(Blip2ModelImpl& model, const ImageInput& image,
                                         const std::vector<std::string>& captions, const Stage2Text& text) {
@@ -51,11 +116,15 @@ torch::Tensor decoder_only_caption_loss(Blip2ModelImpl& model, const ImageInput&
   const int64_t prompt_len = text.prompt.empty() ? 1 : static_cast<int64_t>(tok.encode(text.prompt, true).size());
   auto labels = ids.masked_fill(mask == 0, -100);
   labels.slice(1, 0, std::min<int64_t>(prompt_len, labels.size(1))).fill_(-100);
-  auto f = model.forward_embeds(image_embeds(model, image), ids, mask);
+  const bool distill = text.context_distill > 0;
+  auto f = model.forward_embeds(image_embeds(model, image), ids, mask, {}, distill);
   auto loss = decoder_only_loss(f.lm.logits, labels, model.config().num_query_tokens);
   if (text.query_embed_reg > 0)
     loss = loss + text.query_embed_reg *
                       query_embedding_distance(*model.language_model, f.language_projection, tok.vocab_size());
+  if (distill)
+    loss = loss + text.context_distill *
+                      context_distance(*model.language_model, f, mask, captions, tok, lm_pad_id(model, text));
   return loss;
 }
 
@@ -122,6 +191,9 @@ torch::Tensor caption_lm_loss(Blip2ModelImpl& model, const ImageInput& image,
                               const std::vector<std::string>& captions, const Stage2Text& text,
                               torch::Generator& generator) {
   if (!model.language_model) throw InputError("[stage2] the model has no language model");
+  if (text.context_distill > 0 && model.language_model->is_encoder_decoder())
+    throw ConfigError("[stage2] objective.context_distill needs a decoder-only language model (OPT); this one is "
+                      "encoder-decoder: set it to 0");
   return model.language_model->is_encoder_decoder() ? prefix_lm_loss(model, image, captions, text, generator)
                                                     : decoder_only_caption_loss(model, image, captions, text);
 }

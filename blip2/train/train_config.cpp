@@ -93,7 +93,8 @@ std::map<std::string, std::map<std::string, Setter>> schema(TrainConfig& c) {
         {"mode", set_mode(&c.mode)},
         {"vqa_template", set(&c.vqa_template)},
         {"empty_prefix", set(&c.empty_prefix)},
-        {"query_embed_reg", set(&c.query_embed_reg)}}},
+        {"query_embed_reg", set(&c.query_embed_reg)},
+        {"context_distill", set(&c.context_distill)}}},
       {"optim",
        {{"lr", set(&c.optim.lr)},
         {"min_lr", set(&c.optim.min_lr)},
@@ -220,6 +221,8 @@ void TrainConfig::validate(const std::string& source) const {
   if (empty_prefix > 0 && stage != 2) bad("objective.empty_prefix is a stage-2 option (set stage: 2)");
   if (!(query_embed_reg >= 0)) bad("objective.query_embed_reg must be >= 0 (0 = off), got " + std::to_string(query_embed_reg));
   if (query_embed_reg > 0 && stage != 2) bad("objective.query_embed_reg is a stage-2 option (set stage: 2)");
+  if (!(context_distill >= 0)) bad("objective.context_distill must be >= 0 (0 = off), got " + std::to_string(context_distill));
+  if (context_distill > 0 && stage != 2) bad("objective.context_distill is a stage-2 option (set stage: 2)");
   if (caption_positives && stage != 1) bad("objective.caption_positives is a stage-1 option (set stage: 1)");
   if (mode == TrainMode::kRetrieval && stage != 1) bad("objective.mode retrieval is a stage-1 fine-tuning (set stage: 1)");
   if (mode == TrainMode::kCaption && stage != 2) bad("objective.mode caption is a stage-2 fine-tuning (set stage: 2)");
@@ -257,7 +260,8 @@ std::string TrainConfig::to_yaml() const {
     << YAML::Key << "itm" << YAML::Value << itm << YAML::Key << "itg" << YAML::Value << itg << YAML::Key << "caption_positives" << YAML::Value
     << caption_positives << YAML::Key << "mode"
     << YAML::Value << train_mode_name(mode) << YAML::Key << "vqa_template" << YAML::Value << vqa_template << YAML::Key << "empty_prefix" << YAML::Value << empty_prefix
-    << YAML::Key << "query_embed_reg" << YAML::Value << query_embed_reg << YAML::EndMap;
+    << YAML::Key << "query_embed_reg" << YAML::Value << query_embed_reg << YAML::Key << "context_distill"
+    << YAML::Value << context_distill << YAML::EndMap;
   e << YAML::Key << "optim" << YAML::Value << YAML::BeginMap << YAML::Key << "lr" << YAML::Value << optim.lr
     << YAML::Key << "min_lr" << YAML::Value << optim.min_lr << YAML::Key << "warmup_lr" << YAML::Value
     << optim.warmup_lr << YAML::Key << "warmup_steps" << YAML::Value << optim.warmup_steps << YAML::Key

@@ -217,6 +217,7 @@ std::map<std::string, torch::Tensor> Trainer::losses(const TrainBatch& batch) {
   text.prompt = config_.prompt;
   text.empty_prefix = config_.empty_prefix;
   text.query_embed_reg = config_.query_embed_reg;
+  text.context_distill = config_.context_distill;
   const auto vit = cached_vit_embeds(batch);
   const ImageInput image = vit.defined() ? ImageInput::features(vit) : ImageInput(batch.pixel_values);
   torch::Tensor lm;

@@ -13,8 +13,9 @@ namespace {
 TEST(TrainShapesTest, QuickRecipeRunsEveryStageAndLearns) {
   test::TempDir dir;
   const std::string log = dir.file("log");
-  // QFORMER: a Q-Former of other sizes than the configs' (here 64 wide, 1 layer) for every stage.
-  const std::string cmd = "QUICK=1 QFORMER=\"64 1\" BLIP2=" + std::string(BLIP2_CLI) + " " + std::string(BLIP2_SOURCE_DIR) +
+  // QFORMER: a Q-Former of other sizes than the configs' (here 64 wide, 1 layer) for every stage;
+  // VIT_POSITION and OPT_CONTEXT_DISTILL: issue 11's levers reach the ViT and OPT's stage 2.
+  const std::string cmd = "QUICK=1 QFORMER=\"64 1\" VIT_POSITION=1 OPT_CONTEXT_DISTILL=0.5 BLIP2=" + std::string(BLIP2_CLI) + " " + std::string(BLIP2_SOURCE_DIR) +
                           "/scripts/train_shapes " + dir.file("out") + " >" + log + " 2>&1";
   const int status = std::system(cmd.c_str());
   std::stringstream ss;
@@ -33,6 +34,16 @@ TEST(TrainShapesTest, QuickRecipeRunsEveryStageAndLearns) {
     pos = l;
   }
   EXPECT_EQ(seen, 3);  // ViT, OPT, T5
+  EXPECT_NE(out.find("data/test: patch position "), std::string::npos) << out;
+  std::stringstream s2;
+  s2 << std::ifstream(dir.file("out/stage2_opt.yaml")).rdbuf();
+  EXPECT_NE(s2.str().find("context_distill: 0.5"), std::string::npos) << s2.str();
+  const std::string bad = "VIT_POSITION=2 BLIP2=" + std::string(BLIP2_CLI) + " " + std::string(BLIP2_SOURCE_DIR) +
+                          "/scripts/train_shapes " + dir.file("bad") + " >" + log + " 2>&1";
+  EXPECT_NE(std::system(bad.c_str()), 0);
+  std::stringstream why;
+  why << std::ifstream(log).rdbuf();
+  EXPECT_NE(why.str().find("VIT_POSITION='2' must be 0 or 1"), std::string::npos) << why.str();
   auto read = [&](const std::string& f) { return nlohmann::json::parse(std::ifstream(dir.file("out/" + f))); };
   for (const char* lm : {"opt", "t5", "opt_no_stage1"})
     for (const char* split : {"test", "compositional"}) {

@@ -122,5 +122,90 @@ TEST(Stage2LossTest, QueryEmbeddingDistancePullsQueriesTowardTokenEmbeddings) {
                     ConfigError, "objective.query_embed_reg must be >= 0");
 }
 
+// Context distillation (issue 11): zero when the queries are the caption's
+// own context slot (its token embeddings, zeros after them), positive
+// otherwise; added to the OPT caption loss with its weight; its gradient
+// moves the queries toward acting like the caption; refused for T5 and for
+// a bad weight.
+TEST(Stage2LossTest, ContextDistanceIsZeroForTheCaptionsOwnContext) {
+  test::TempDir dir;
+  test::write_opt_tokenizer(dir.path());
+  auto tok = load_tokenizer(dir.path());
+  auto mc = test::tiny_config("opt");
+  mc.text.opt.vocab_size = 100;
+  mc.num_query_tokens = 12;
+  Blip2Parts parts;
+  parts.language = true;
+  Blip2Model m(mc, parts);
+  test::randomize(*m, 8);
+  m->eval();
+  auto& lm = *m->language_model;
+  const int64_t Q = mc.num_query_tokens, pad = lm.pad_token_id();
+  // The test tokenizer's tokens are mostly single characters: the third
+  // caption is longer than the queries and has no teacher.
+  const std::vector<std::string> captions{"a red dot", "blue sq", "a large green triangle on the left"};
+  auto [ids, mask] = tokenize_batch(*tok, captions, 32, pad);
+  // A student run of the LM with `queries` in front of the captions' text.
+  auto run = [&](const torch::Tensor& queries) {
+    Blip2ForwardOutput f;
+    f.language_projection = queries;
+    f.inputs_embeds = torch::cat({queries, lm.embed_tokens(ids)}, 1);
+    f.attention_mask = torch::cat({torch::ones({3, Q}, mask.options()), mask}, 1);
+    f.lm = lm.forward(f.inputs_embeds, f.attention_mask, {}, true);
+    return f;
+  };
+  ASSERT_GT(static_cast<int64_t>(tok->encode(captions[2], false).size()), Q);
+  auto own = torch::zeros({3, Q, lm.hidden_size()});  // the third row: not its caption (left out)
+  for (int64_t b = 0; b < 2; ++b) {
+    const auto row = tok->encode(captions[static_cast<size_t>(b)], false);
+    ASSERT_LE(static_cast<int64_t>(row.size()), Q);
+    own[b].slice(0, 0, static_cast<int64_t>(row.size())) =
+        lm.embed_tokens(torch::tensor(row, torch::kLong).unsqueeze(0)).squeeze(0).detach();
+  }
+  {
+    torch::NoGradGuard g;
+    EXPECT_NEAR(context_distance(lm, run(own), mask, captions, *tok, pad).item<double>(), 0.0, 1e-6);
+    // The other caption's context: the text after it is read differently.
+    const auto swapped = torch::cat({own.slice(0, 1, 2), own.slice(0, 0, 1), own.slice(0, 2)}, 0);
+    EXPECT_GT(context_distance(lm, run(swapped), mask, captions, *tok, pad).item<double>(), 1e-3);
+  }
+
+  auto q = (0.05 * torch::randn({3, Q, lm.hidden_size()})).requires_grad_(true);
+  torch::optim::Adam adam({q}, torch::optim::AdamOptions(0.02));
+  const double before = context_distance(lm, run(q), mask, captions, *tok, pad).item<double>();
+  for (int i = 0; i < 60; ++i) {
+    adam.zero_grad();
+    context_distance(lm, run(q), mask, captions, *tok, pad).backward();
+    adam.step();
+  }
+  EXPECT_LT(context_distance(lm, run(q), mask, captions, *tok, pad).item<double>(), before / 2);
+
+  const auto pixels = torch::randn({3, 3, mc.vision.image_size, mc.vision.image_size});
+  Stage2Text text;
+  text.tokenizer = tok.get();
+  torch::Generator gen = at::detail::createCPUGenerator(1);
+  torch::NoGradGuard g;
+  const double plain = caption_lm_loss(*m, pixels, captions, text, gen).item<double>();
+  text.context_distill = 0.5;
+  const double with = caption_lm_loss(*m, pixels, captions, text, gen).item<double>();
+  std::vector<std::string> texts;
+  for (const auto& c : captions) texts.push_back(c + "\n");
+  auto [cids, cmask] = tokenize_batch(*tok, texts, 32, pad);
+  const double d = context_distance(lm, m->forward(pixels, cids, cmask, {}, true), cmask, captions, *tok, pad)
+                       .item<double>();
+  EXPECT_GT(d, 0.0);
+  EXPECT_NEAR(with, plain + 0.5 * d, 1e-5);
+
+  auto t5 = test::tiny_config("t5");
+  Blip2Model mt(t5, parts);
+  EXPECT_THROW_WITH(caption_lm_loss(*mt, pixels, captions, text, gen), ConfigError,
+                    "context_distill needs a decoder-only language model");
+  EXPECT_THROW_WITH(TrainConfig::from_yaml_string("stage: 2\nobjective:\n  context_distill: -1\n", "s.yaml"),
+                    ConfigError, "objective.context_distill must be >= 0");
+  EXPECT_THROW_WITH(TrainConfig::from_yaml_string("stage: 1\nobjective:\n  context_distill: 1\n", "s.yaml"),
+                    ConfigError, "stage-2 option");
+  EXPECT_EQ(TrainConfig::from_yaml_string("stage: 2\nobjective:\n  context_distill: 2\n", "s.yaml").context_distill, 2);
+}
+
 }  // namespace
 }  // namespace blip2
