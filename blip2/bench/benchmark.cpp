@@ -136,7 +136,7 @@ void randomise(Blip2ModelImpl& m, torch::ScalarType dtype) {
   for (auto& item : m.named_parameters()) {
     auto& p = item.value();
     const auto owner = owners.find(item.key());
-    if (owner != owners.end() && int8_quantized(item.key())) {
+    if (owner != owners.end() && int8_quantized(item.key(), m.language_model.get())) {
       const double uniform_std = 73.6;  // of the integers -127..127
       nn::set_int8_weight(*owner->second, {torch::randint(-127, 128, p.sizes(), torch::kChar),
                                            torch::full({p.size(0)}, 0.02 / uniform_std)});

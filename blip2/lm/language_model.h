@@ -52,6 +52,11 @@ class LanguageModel : public torch::nn::Module {
   // Whether a checkpoint tensor (name inside the LM, e.g. "lm_head.weight")
   // is a copy of a weight this model ties, and so is not loaded.
   virtual bool is_tied_copy(const std::string& name) const = 0;
+  // Whether a matrix weight (name inside the LM, e.g. "encoder.block.0.layer.1.
+  // DenseReluDense.wo.weight") stays float32 under --dtype int8: HF's
+  // _keep_in_fp32_modules, which its 8-bit loading also leaves unconverted
+  // (T5's FFN output `wo`, whose inputs carry outliers; none for OPT).
+  virtual bool keeps_float(const std::string& name) const = 0;
   // Teacher forcing: labels (B, T) (-100 = ignored) -> decoder_input_ids
   // (B, T) for encoder-decoder models; undefined for decoder-only ones.
   virtual torch::Tensor decoder_input_ids(const torch::Tensor& labels) const = 0;

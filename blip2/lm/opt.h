@@ -69,6 +69,7 @@ class OptLanguageModel : public LanguageModel {
   static constexpr const char* kVqaTemplate = "Question: {} Answer:";
   std::string vqa_template() const override { return kVqaTemplate; }
   bool is_tied_copy(const std::string& name) const override;
+  bool keeps_float(const std::string& /*name*/) const override { return false; }
   torch::Tensor decoder_input_ids(const torch::Tensor&) const override { return {}; }
   torch::Tensor embed_tokens(const torch::Tensor& ids) override;
   LMOutput forward(const torch::Tensor& inputs_embeds, const torch::Tensor& attention_mask,

@@ -205,6 +205,11 @@ bool T5LanguageModel::is_tied_copy(const std::string& name) const {
   return c_.tie_word_embeddings && name == "lm_head.weight";
 }
 
+bool T5LanguageModel::keeps_float(const std::string& name) const {
+  const std::string wo = ".DenseReluDense.wo.weight";
+  return name.size() > wo.size() && name.compare(name.size() - wo.size(), wo.size(), wo) == 0;
+}
+
 torch::Tensor T5LanguageModel::embed_tokens(const torch::Tensor& ids) {
   if (ids.numel() > 0) {
     auto mn = ids.min().item<int64_t>(), mx = ids.max().item<int64_t>();

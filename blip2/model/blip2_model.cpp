@@ -416,7 +416,7 @@ void load_weights(Blip2ModelImpl& model, const io::TensorStore& store, const Loa
                             std::string(c10::toString(src.scalar_type())) + "; weights must be F32, F16 or BF16");
     // 16-bit matrices under float32 compute: everything else loads straight
     // into the compute dtype (never rounded through 16 bits).
-    if (int8 && owner != matrix_owner.end() && int8_quantized(name)) {  // quantised on load
+    if (int8 && owner != matrix_owner.end() && int8_quantized(name, model.language_model.get())) {  // quantised on load
       nn::set_int8_weight(*owner->second, nn::quantize_rows(src));
       ++rep.tensors;
       continue;

@@ -25,9 +25,12 @@ bool weight_file(const fs::path& p) {
 }
 }  // namespace
 
-bool int8_quantized(const std::string& name) {
-  return (starts_with(name, "vision_model.") || starts_with(name, "language_model.")) &&
-         name.size() > 7 && name.compare(name.size() - 7, 7, ".weight") == 0;
+bool int8_quantized(const std::string& name, const LanguageModel* lm) {
+  const std::string in_lm = "language_model.";
+  if (!(starts_with(name, "vision_model.") || starts_with(name, in_lm.c_str())) || name.size() <= 7 ||
+      name.compare(name.size() - 7, 7, ".weight") != 0)
+    return false;
+  return !(lm && starts_with(name, in_lm.c_str()) && lm->keeps_float(name.substr(in_lm.size())));
 }
 
 std::map<std::string, torch::nn::Module*> matrix_modules(torch::nn::Module& model) {
@@ -47,10 +50,10 @@ std::vector<std::pair<std::string, torch::Tensor>> checkpoint_tensors(torch::nn:
   return out;
 }
 
-size_t quantize_int8(torch::nn::Module& model) {
+size_t quantize_int8(Blip2ModelImpl& model) {
   size_t n = 0;
   for (auto& [name, m] : matrix_modules(model))
-    if (int8_quantized(name)) {
+    if (int8_quantized(name, model.language_model.get())) {
       nn::quantize_weight(*m);
       ++n;
     }

@@ -6,8 +6,9 @@
 // token and position embeddings, and so the tied LM head) -- nearly all the
 // bytes. Kept in float32: the Q-Former (BERT-base, about 5% of the bytes of
 // vitg-opt2.7b), the language projection, the retrieval heads, the patch
-// embedding, norms and biases. The numbers behind this choice are in
-// docs/performance.md ("int8").
+// embedding, norms and biases, and the LM's own float modules
+// (LanguageModel::keeps_float: T5's `wo`, as HF's 8-bit loading). The
+// numbers behind this choice are in docs/performance.md ("int8").
 #pragma once
 
 #include <torch/nn/module.h>
@@ -20,9 +21,13 @@
 
 namespace blip2 {
 
+class Blip2ModelImpl;
+class LanguageModel;
+
 // Whether the weight named `param_name` ("language_model.model.decoder.layers.0.fc1.weight")
-// of a Linear / Embedding module is stored in int8 by --dtype int8.
-bool int8_quantized(const std::string& param_name);
+// of a Linear / Embedding module is stored in int8 by --dtype int8; `lm`:
+// the model's language model (null: none), asked about its own weights.
+bool int8_quantized(const std::string& param_name, const LanguageModel* lm);
 
 // The Linear and Embedding modules below `model`, by their weight's parameter name.
 std::map<std::string, torch::nn::Module*> matrix_modules(torch::nn::Module& model);
@@ -33,7 +38,7 @@ std::vector<std::pair<std::string, torch::Tensor>> checkpoint_tensors(torch::nn:
 
 // Quantises, in place, every matrix int8_quantized names (float32 copies of
 // the int8 matrices are never kept). Returns how many were quantised.
-size_t quantize_int8(torch::nn::Module& model);
+size_t quantize_int8(Blip2ModelImpl& model);
 
 struct QuantizeReport {
   size_t quantized = 0, kept = 0;  // tensors written in int8 / as they were loaded

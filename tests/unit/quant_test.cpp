@@ -209,9 +209,25 @@ TEST_P(Int8ModelTest, LoadingInInt8QuantisesTheVisionEncoderAndTheLanguageModelO
   auto m = load_blip2(dir_.path(), int8());
   for (const auto& p : m->named_parameters()) {
     const bool matrix = matrix_modules(*m).count(p.key()) > 0;
-    EXPECT_EQ(p.value().scalar_type(), matrix && int8_quantized(p.key()) ? torch::kChar : torch::kFloat) << p.key();
+    EXPECT_EQ(p.value().scalar_type(), matrix && int8_quantized(p.key(), m->language_model.get()) ? torch::kChar : torch::kFloat) << p.key();
   }
   EXPECT_EQ(m->language_projection->weight.scalar_type(), torch::kFloat);
+  // T5's FFN output `wo` stays float32, as HF's 8-bit loading leaves it; its `wi` is int8.
+  if (m->language_model->is_encoder_decoder()) {
+    int wo = 0, wi = 0;
+    for (const auto& p : m->named_parameters()) {
+      if (p.key().find(".DenseReluDense.wo.weight") != std::string::npos) {
+        ++wo;
+        EXPECT_EQ(p.value().scalar_type(), torch::kFloat) << p.key();
+      }
+      if (p.key().find(".DenseReluDense.wi") != std::string::npos) {
+        ++wi;
+        EXPECT_EQ(p.value().scalar_type(), torch::kChar) << p.key();
+      }
+    }
+    EXPECT_GT(wo, 0);
+    EXPECT_GT(wi, 0);
+  }
   // Quantising on load equals quantising the float32 model's matrices in place.
   auto ref = load_blip2(dir_.path());
   EXPECT_GT(quantize_int8(*ref), 0u);
