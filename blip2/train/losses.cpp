@@ -84,24 +84,55 @@ torch::Tensor hidden_state_distance(const std::vector<torch::Tensor>& student, c
 }  // namespace
 
 torch::Tensor context_distance(LanguageModel& lm, const Blip2ForwardOutput& f, const torch::Tensor& text_mask,
-                               const std::vector<std::string>& captions, const Tokenizer& tok, int64_t pad) {
-  if (lm.is_encoder_decoder() || f.lm.hidden_states.empty())
-    throw InputError("[stage2] context_distance needs a decoder-only LM's run with its hidden states");
-  const int64_t Q = f.language_projection.size(1);
-  nn::check_shape(text_mask, {static_cast<int64_t>(captions.size()), f.inputs_embeds.size(1) - Q}, "context_distance",
-                  "text_mask", "one row per caption, one column per text position after the queries");
-  auto [context, fits] = caption_context(lm, tok, captions, Q, pad);
-  LMOutput teacher;
+                               const std::vector<std::string>& captions, const Tokenizer& tok, int64_t pad,
+                               const torch::Tensor& decoder_input_ids, const torch::Tensor& decoder_mask) {
+  const bool enc_dec = lm.is_encoder_decoder();
+  if ((enc_dec ? f.lm.decoder_hidden_states : f.lm.hidden_states).empty() ||
+      (enc_dec && (!decoder_input_ids.defined() || !decoder_mask.defined())))
+    throw InputError("[stage2] context_distance needs the LM's run with its hidden states (and, encoder-decoder, "
+                     "its decoder inputs and their mask)");
+  const int64_t Q = f.language_projection.size(1), B = static_cast<int64_t>(captions.size());
+  nn::check_shape(text_mask, {B, f.inputs_embeds.size(1) - Q}, "context_distance", "text_mask",
+                  "one row per caption, one column per text position after the queries");
+  const auto text = f.inputs_embeds.slice(1, Q).detach();
+  const auto opts = torch::TensorOptions().dtype(torch::kFloat).device(text_mask.device());
+  LMOutput teacher;  // computed without gradients; the distance has them (through f)
+  if (!enc_dec) {
+    auto [context, fits] = caption_context(lm, tok, captions, Q, pad);
+    {
+      torch::NoGradGuard g;
+      teacher = lm.forward(torch::cat({context.to(text.device(), text.scalar_type()), text}, 1), f.attention_mask, {},
+                           true);
+    }
+    const auto where =
+        torch::cat({torch::zeros({B, Q}, opts), text_mask.to(torch::kFloat)}, 1) * fits.to(opts.device()).unsqueeze(1);
+    return hidden_state_distance(f.lm.hidden_states, teacher.hidden_states, where);
+  }
+  // Encoder-decoder (relative positions): the caption's tokens, as many as
+  // it has, right before the text; the context slot is padded (masked) in
+  // front, so each token keeps its distance to the text.
+  std::vector<std::vector<int64_t>> rows;
+  int64_t longest = 0;
+  for (const auto& c : captions) {
+    rows.push_back(tok.encode(c, false));
+    longest = std::max<int64_t>(longest, static_cast<int64_t>(rows.back().size()));
+  }
+  auto ids = torch::full({B, longest}, pad, torch::kLong);
+  auto keep = torch::zeros({B, longest}, torch::kLong);
+  for (int64_t b = 0; b < B; ++b) {
+    const auto& r = rows[static_cast<size_t>(b)];
+    const int64_t n = static_cast<int64_t>(r.size());
+    for (int64_t i = 0; i < n; ++i) ids[b][longest - n + i] = r[static_cast<size_t>(i)];
+    keep[b].slice(0, longest - n).fill_(1);
+  }
   {
     torch::NoGradGuard g;
-    const auto text = f.inputs_embeds.slice(1, Q).detach();
-    teacher = lm.forward(torch::cat({context.to(text.device(), text.scalar_type()), text}, 1), f.attention_mask, {},
-                         true);
+    const auto context = lm.embed_tokens(ids.to(text.device())).to(text.scalar_type());
+    const auto mask = torch::cat({keep.to(text_mask.device(), text_mask.scalar_type()), text_mask}, 1);
+    teacher = lm.forward(torch::cat({context, text}, 1), mask, decoder_input_ids, true);
   }
-  const auto opts = torch::TensorOptions().dtype(torch::kFloat).device(text_mask.device());
-  const auto where = torch::cat({torch::zeros({text_mask.size(0), Q}, opts), text_mask.to(torch::kFloat)}, 1) *
-                     fits.to(opts.device()).unsqueeze(1);
-  return hidden_state_distance(f.lm.hidden_states, teacher.hidden_states, where);
+  return hidden_state_distance(f.lm.decoder_hidden_states, teacher.decoder_hidden_states,
+                               decoder_mask.to(opts));
 }
 
 namespace {
@@ -149,7 +180,12 @@ torch::Tensor prefix_lm_loss(Blip2ModelImpl& model, const ImageInput& image,
   auto [ids, mask] = tokenize_batch(*text.tokenizer, prefixes, text.max_txt_len, pad);
   auto [tgt, tmask] = tokenize_batch(*text.tokenizer, suffixes, text.max_txt_len, pad);
   auto labels = tgt.masked_fill(tmask == 0, -100);
-  return lm_loss(model, image, ids, mask, labels).loss;
+  if (text.context_distill <= 0) return lm_loss(model, image, ids, mask, labels).loss;
+  const auto dec = model.language_model->decoder_input_ids(labels);
+  auto f = model.forward_embeds(image_embeds(model, image), ids, mask, dec, true);
+  return cross_entropy(f.lm.logits, labels, 0.0) +
+         text.context_distill * context_distance(*model.language_model, f, mask, captions, *text.tokenizer, pad, dec,
+                                                 labels != -100);
 }
 
 }  // namespace
@@ -191,9 +227,6 @@ torch::Tensor caption_lm_loss(Blip2ModelImpl& model, const ImageInput& image,
                               const std::vector<std::string>& captions, const Stage2Text& text,
                               torch::Generator& generator) {
   if (!model.language_model) throw InputError("[stage2] the model has no language model");
-  if (text.context_distill > 0 && model.language_model->is_encoder_decoder())
-    throw ConfigError("[stage2] objective.context_distill needs a decoder-only language model (OPT); this one is "
-                      "encoder-decoder: set it to 0");
   return model.language_model->is_encoder_decoder() ? prefix_lm_loss(model, image, captions, text, generator)
                                                     : decoder_only_caption_loss(model, image, captions, text);
 }

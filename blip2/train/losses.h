@@ -50,16 +50,19 @@ struct Stage2Text {
   std::string prompt;                    // put before each caption, never a target ("a photo of")
   double empty_prefix = 0;               // prefix LM: fraction of captions not split (whole target)
   double query_embed_reg = 0;            // decoder-only: weight of query_embedding_distance (0 = off)
-  // Decoder-only: weight of context distillation (0 = off; issue 11, our
-  // addition to the paper). The frozen LM reads each caption twice: after
-  // the queries (the student) and after the caption's own token embeddings
-  // padded with zero vectors to the queries' count, as in its pretraining's
-  // context slot (the teacher, no gradients). The loss is the mean over the
-  // LM's layers of the squared distance between the two runs' hidden states
-  // at the text positions, over the teacher's mean squared norm; captions
-  // longer than the queries are left out. It asks the queries to act on the
-  // LM's every layer as the description does, not only to make it say the
-  // caption: the question path reads the same states.
+  // Weight of context distillation (0 = off; issue 11, our addition to the
+  // paper). The frozen LM reads each caption twice: after the queries (the
+  // student) and after the caption's own token embeddings (the teacher, no
+  // gradients), the context slot of the shapes LMs' pretraining. Decoder-only:
+  // the caption's tokens then zero vectors up to the queries' count (so the
+  // text keeps its positions; captions longer than the queries are left
+  // out), compared at the text positions; encoder-decoder (prefix LM): the
+  // caption's tokens right before the prefix, compared at the decoder's
+  // target positions. The loss is the mean over the LM's layers (the
+  // decoder's for encoder-decoder) of the squared distance between the two
+  // runs' hidden states, over the teacher's mean squared norm. It asks the
+  // queries to act on the LM as the description does, not only to make it
+  // say the caption: the question path reads the same states.
   double context_distill = 0;
 };
 
@@ -72,15 +75,18 @@ struct Stage2Text {
 // reads text.
 torch::Tensor query_embedding_distance(LanguageModel& lm, const torch::Tensor& queries, int64_t vocab);
 
-// Stage2Text::context_distill's distance for a decoder-only LM's run `f`
+// Stage2Text::context_distill's distance for the LM's run `f`
 // (forward_embeds with output_hidden_states: the queries
-// f.language_projection (B, Q, D), then the text; text_mask (B, T) marks
-// the text positions that count). Its teacher reads each caption's own token
-// embeddings (no special tokens; pad ids embedded and zeroed after them, to
-// Q positions) in place of the queries; captions longer than Q tokens are
-// left out. 0 = the queries act on every layer as the caption does.
+// f.language_projection (B, Q, D), then the text; text_mask (B, T) marks the
+// text positions). Encoder-decoder: decoder_input_ids (B, Td) of that run
+// and decoder_mask (B, Td), the target positions that count. The teacher
+// reads each caption's own token embeddings (no special tokens) in place of
+// the queries, as Stage2Text describes. 0 = the queries act on every layer
+// as the caption does. InputError without the hidden states (or, enc-dec,
+// the decoder inputs).
 torch::Tensor context_distance(LanguageModel& lm, const Blip2ForwardOutput& f, const torch::Tensor& text_mask,
-                               const std::vector<std::string>& captions, const Tokenizer& tok, int64_t pad);
+                               const std::vector<std::string>& captions, const Tokenizer& tok, int64_t pad,
+                               const torch::Tensor& decoder_input_ids = {}, const torch::Tensor& decoder_mask = {});
 
 // The image-to-text objective of stage 2 (paper Sec. 3.3), for the model's
 // LM family. Decoder-only: prompt + caption + "\n"; BOS, prompt and pads are
@@ -90,9 +96,8 @@ torch::Tensor context_distance(LanguageModel& lm, const Blip2ForwardOutput& f, c
 // word: the whole caption is the target); prompt + prefix go to the encoder
 // with the visual prompt, the suffix is the decoder's target. Decoder-only
 // with text.query_embed_reg = w > 0: + w * query_embedding_distance of the
-// projected queries (vocab: the tokenizer's); with text.context_distill = w
-// > 0: + w * the context distillation above (ConfigError for an
-// encoder-decoder LM).
+// projected queries (vocab: the tokenizer's). Either family with
+// text.context_distill = w > 0: + w * context_distance.
 torch::Tensor caption_lm_loss(Blip2ModelImpl& model, const ImageInput& image,
                               const std::vector<std::string>& captions, const Stage2Text& text,
                               torch::Generator& generator);

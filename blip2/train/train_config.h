@@ -61,7 +61,7 @@ struct TrainConfig {
   // projected queries toward the LM's input embeddings
   // (losses.h query_embedding_distance; issue 11). 0 = off.
   double query_embed_reg = 0;
-  // Stage 2, decoder-only LLM: weight of context distillation
+  // Stage 2: weight of context distillation
   // (losses.h Stage2Text::context_distill; issue 11). 0 = off.
   double context_distill = 0;
   bool itc = true, itm = true, itg = true;  // stage-1 ablations

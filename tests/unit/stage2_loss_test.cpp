@@ -23,8 +23,8 @@ namespace {
 // LM keeps every caption whole (empty prefix: the decoder starts the
 // caption), exactly lm_loss with empty encoder texts; with 0 the split point
 // is drawn and the loss differs for some draw.
-TEST(Stage2LossTest, EmptyPrefixFractionKeepsCaptionsWhole) {
-  test::TempDir dir;
+// A small T5 (SentencePiece) tokenizer trained into `dir`.
+std::unique_ptr<Tokenizer> t5_tokenizer(const test::TempDir& dir) {
   {
     std::ofstream f(dir.file("corpus.txt"));
     for (int i = 0; i < 200; ++i) f << "a small red circle above a large blue square number " << i * 7919 % 1000 << "\n";
@@ -35,7 +35,12 @@ TEST(Stage2LossTest, EmptyPrefixFractionKeepsCaptionsWhole) {
   std::filesystem::remove(dir.file("corpus.txt"));
   std::filesystem::remove(dir.file("spiece.vocab"));
   std::ofstream(dir.file("tokenizer_config.json")) << R"({"tokenizer_class": "T5Tokenizer", "extra_ids": 0})";
-  auto tok = load_tokenizer(dir.path());
+  return load_tokenizer(dir.path());
+}
+
+TEST(Stage2LossTest, EmptyPrefixFractionKeepsCaptionsWhole) {
+  test::TempDir dir;
+  auto tok = t5_tokenizer(dir);
   auto mc = test::tiny_config("t5");
   mc.text.t5.vocab_size = 100;
   Blip2Parts parts;
@@ -125,8 +130,8 @@ TEST(Stage2LossTest, QueryEmbeddingDistancePullsQueriesTowardTokenEmbeddings) {
 // Context distillation (issue 11): zero when the queries are the caption's
 // own context slot (its token embeddings, zeros after them), positive
 // otherwise; added to the OPT caption loss with its weight; its gradient
-// moves the queries toward acting like the caption; refused for T5 and for
-// a bad weight.
+// moves the queries toward acting like the caption; a bad weight is
+// refused. (T5: the next test.)
 TEST(Stage2LossTest, ContextDistanceIsZeroForTheCaptionsOwnContext) {
   test::TempDir dir;
   test::write_opt_tokenizer(dir.path());
@@ -196,15 +201,90 @@ TEST(Stage2LossTest, ContextDistanceIsZeroForTheCaptionsOwnContext) {
   EXPECT_GT(d, 0.0);
   EXPECT_NEAR(with, plain + 0.5 * d, 1e-5);
 
-  auto t5 = test::tiny_config("t5");
-  Blip2Model mt(t5, parts);
-  EXPECT_THROW_WITH(caption_lm_loss(*mt, pixels, captions, text, gen), ConfigError,
-                    "context_distill needs a decoder-only language model");
   EXPECT_THROW_WITH(TrainConfig::from_yaml_string("stage: 2\nobjective:\n  context_distill: -1\n", "s.yaml"),
                     ConfigError, "objective.context_distill must be >= 0");
   EXPECT_THROW_WITH(TrainConfig::from_yaml_string("stage: 1\nobjective:\n  context_distill: 1\n", "s.yaml"),
                     ConfigError, "stage-2 option");
   EXPECT_EQ(TrainConfig::from_yaml_string("stage: 2\nobjective:\n  context_distill: 2\n", "s.yaml").context_distill, 2);
+}
+
+// Context distillation for T5 (prefix LM): the teacher reads the caption's
+// tokens right before the encoder text (masked padding in front); zero when
+// the queries are exactly that, positive for another caption's; added to
+// the prefix-LM loss with its weight.
+TEST(Stage2LossTest, ContextDistanceForT5ComparesTheDecoderStates) {
+  test::TempDir dir;
+  auto tok = t5_tokenizer(dir);
+  const std::vector<std::string> captions{"a red circle", "a small blue square above"};
+  const auto rows = std::vector<std::vector<int64_t>>{tok->encode(captions[0], false), tok->encode(captions[1], false)};
+  const auto Q = static_cast<int64_t>(std::max(rows[0].size(), rows[1].size()));
+  ASSERT_NE(rows[0].size(), rows[1].size());
+  auto mc = test::tiny_config("t5");
+  mc.text.t5.vocab_size = 100;
+  mc.num_query_tokens = Q;
+  Blip2Parts parts;
+  parts.language = true;
+  Blip2Model m(mc, parts);
+  test::randomize(*m, 5);
+  m->eval();
+  auto& lm = *m->language_model;
+  const int64_t pad = lm.pad_token_id();
+  torch::NoGradGuard g;
+  auto [ids, mask] = tokenize_batch(*tok, {"a", "a small"}, 32, pad);
+  auto [tgt, tmask] = tokenize_batch(*tok, {"red circle", "blue square above"}, 32, pad);
+  const auto labels = tgt.masked_fill(tmask == 0, -100);
+  const auto dec = lm.decoder_input_ids(labels);
+  // Each row's caption, right-aligned in the Q query slots (masked in front).
+  auto own = torch::zeros({2, Q, lm.hidden_size()});
+  auto own_mask = torch::zeros({2, Q}, mask.options());
+  for (int64_t b = 0; b < 2; ++b) {
+    const auto& r = rows[static_cast<size_t>(b)];
+    const auto n = static_cast<int64_t>(r.size());
+    own[b].slice(0, Q - n) = lm.embed_tokens(torch::tensor(r, torch::kLong).unsqueeze(0)).squeeze(0);
+    own_mask[b].slice(0, Q - n).fill_(1);
+  }
+  auto run = [&](const torch::Tensor& queries, const torch::Tensor& qmask) {
+    Blip2ForwardOutput f;
+    f.language_projection = queries;
+    f.inputs_embeds = torch::cat({queries, lm.embed_tokens(ids)}, 1);
+    f.attention_mask = torch::cat({qmask, mask}, 1);
+    f.lm = lm.forward(f.inputs_embeds, f.attention_mask, dec, true);
+    return f;
+  };
+  const auto where = labels != -100;
+  EXPECT_NEAR(context_distance(lm, run(own, own_mask), mask, captions, *tok, pad, dec, where).item<double>(), 0.0,
+              1e-6);
+  EXPECT_GT(context_distance(lm, run(own.flip({0}), own_mask.flip({0})), mask, captions, *tok, pad, dec, where)
+                .item<double>(),
+            1e-3);
+  EXPECT_THROW_WITH(context_distance(lm, run(own, own_mask), mask, captions, *tok, pad), InputError,
+                    "its decoder inputs");
+  {
+    torch::AutoGradMode grad(true);
+    auto q = own.flip({0}).clone().requires_grad_(true);
+    context_distance(lm, run(q, own_mask.flip({0})), mask, captions, *tok, pad, dec, where).backward();
+    ASSERT_TRUE(q.grad().defined());
+    EXPECT_GT(q.grad().abs().sum().item<double>(), 0.0);
+  }
+
+  // In the prefix-LM loss: whole captions (empty_prefix 1), so the split is known.
+  const auto pixels = torch::randn({2, 3, mc.vision.image_size, mc.vision.image_size});
+  Stage2Text text;
+  text.tokenizer = tok.get();
+  text.empty_prefix = 1;
+  torch::Generator gen = at::detail::createCPUGenerator(2);
+  const double plain = caption_lm_loss(*m, pixels, captions, text, gen).item<double>();
+  text.context_distill = 0.5;
+  const double with = caption_lm_loss(*m, pixels, captions, text, gen).item<double>();
+  auto [eids, emask] = tokenize_batch(*tok, {"", ""}, 32, pad);
+  auto [ctgt, ctmask] = tokenize_batch(*tok, captions, 32, pad);
+  const auto clabels = ctgt.masked_fill(ctmask == 0, -100);
+  const auto cdec = lm.decoder_input_ids(clabels);
+  const double d = context_distance(lm, m->forward(pixels, eids, emask, cdec, true), emask, captions, *tok, pad, cdec,
+                                    clabels != -100)
+                       .item<double>();
+  EXPECT_GT(d, 0.0);
+  EXPECT_NEAR(with, plain + 0.5 * d, 1e-5);
 }
 
 }  // namespace
