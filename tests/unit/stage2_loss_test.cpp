@@ -38,16 +38,25 @@ std::unique_ptr<Tokenizer> t5_tokenizer(const test::TempDir& dir) {
   return load_tokenizer(dir.path());
 }
 
-TEST(Stage2LossTest, EmptyPrefixFractionKeepsCaptionsWhole) {
-  test::TempDir dir;
-  auto tok = t5_tokenizer(dir);
-  auto mc = test::tiny_config("t5");
-  mc.text.t5.vocab_size = 100;
+// A tiny BLIP-2 with its language model (vocabulary 100), random weights
+// drawn with `seed`, in eval mode; queries > 0 sets the number of queries.
+Blip2Model lm_model(const std::string& lm, uint64_t seed, int64_t queries = 0) {
+  auto mc = test::tiny_config(lm);
+  (lm == "t5" ? mc.text.t5.vocab_size : mc.text.opt.vocab_size) = 100;
+  if (queries > 0) mc.num_query_tokens = queries;
   Blip2Parts parts;
   parts.language = true;
   Blip2Model m(mc, parts);
-  test::randomize(*m, 4);
+  test::randomize(*m, seed);
   m->eval();
+  return m;
+}
+
+TEST(Stage2LossTest, EmptyPrefixFractionKeepsCaptionsWhole) {
+  test::TempDir dir;
+  auto tok = t5_tokenizer(dir);
+  auto m = lm_model("t5", 4);
+  const auto& mc = m->config();
   torch::NoGradGuard g;
   const auto pixels = torch::randn({2, 3, mc.vision.image_size, mc.vision.image_size});
   const std::vector<std::string> captions{"a small red circle above a large blue square", "a large blue square"};
@@ -82,13 +91,8 @@ TEST(Stage2LossTest, QueryEmbeddingDistancePullsQueriesTowardTokenEmbeddings) {
   test::TempDir dir;
   test::write_opt_tokenizer(dir.path());
   auto tok = load_tokenizer(dir.path());
-  auto mc = test::tiny_config("opt");
-  mc.text.opt.vocab_size = 100;
-  Blip2Parts parts;
-  parts.language = true;
-  Blip2Model m(mc, parts);
-  test::randomize(*m, 6);
-  m->eval();
+  auto m = lm_model("opt", 6);
+  const auto& mc = m->config();
   auto& lm = *m->language_model;
   const int64_t V = tok->vocab_size();
   const auto E = lm.embed_tokens(torch::arange(V, torch::kLong).unsqueeze(0)).squeeze(0).detach();
@@ -136,14 +140,8 @@ TEST(Stage2LossTest, ContextDistanceIsZeroForTheCaptionsOwnContext) {
   test::TempDir dir;
   test::write_opt_tokenizer(dir.path());
   auto tok = load_tokenizer(dir.path());
-  auto mc = test::tiny_config("opt");
-  mc.text.opt.vocab_size = 100;
-  mc.num_query_tokens = 12;
-  Blip2Parts parts;
-  parts.language = true;
-  Blip2Model m(mc, parts);
-  test::randomize(*m, 8);
-  m->eval();
+  auto m = lm_model("opt", 8, 12);
+  const auto& mc = m->config();
   auto& lm = *m->language_model;
   const int64_t Q = mc.num_query_tokens, pad = lm.pad_token_id();
   // The test tokenizer's tokens are mostly single characters: the third
@@ -219,14 +217,8 @@ TEST(Stage2LossTest, ContextDistanceForT5ComparesTheDecoderStates) {
   const auto rows = std::vector<std::vector<int64_t>>{tok->encode(captions[0], false), tok->encode(captions[1], false)};
   const auto Q = static_cast<int64_t>(std::max(rows[0].size(), rows[1].size()));
   ASSERT_NE(rows[0].size(), rows[1].size());
-  auto mc = test::tiny_config("t5");
-  mc.text.t5.vocab_size = 100;
-  mc.num_query_tokens = Q;
-  Blip2Parts parts;
-  parts.language = true;
-  Blip2Model m(mc, parts);
-  test::randomize(*m, 5);
-  m->eval();
+  auto m = lm_model("t5", 5, Q);
+  const auto& mc = m->config();
   auto& lm = *m->language_model;
   const int64_t pad = lm.pad_token_id();
   torch::NoGradGuard g;
