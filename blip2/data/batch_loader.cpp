@@ -26,6 +26,13 @@ namespace {
 
 constexpr int64_t kUnknownEnd = std::numeric_limits<int64_t>::max();
 
+// The caption a sample carries among its n. The random draw is made either
+// way, so the augmentation after it sees the same stream of numbers.
+int64_t caption_index(std::mt19937_64& rng, int64_t n, CaptionChoice choice) {
+  const auto drawn = uniform_int(rng, 0, n - 1);
+  return choice == CaptionChoice::kFirst ? 0 : drawn;
+}
+
 // Rethrows the exception being handled with `prefix` added to its message,
 // keeping the blip2 error type. Call only inside a catch block.
 std::exception_ptr wrap_current(const std::string& prefix) {
@@ -203,7 +210,7 @@ struct BatchLoader::Impl {
           what = "sample " + std::to_string(idx) + " (image '" + dataset->image_path(static_cast<size_t>(idx)) + "')";
           std::mt19937_64 rng(mix_seed({opt.seed, static_cast<uint64_t>(epoch), static_cast<uint64_t>(idx)}));
           CaptionSample cs = dataset->load(static_cast<size_t>(idx));
-          const auto c = uniform_int(rng, 0, static_cast<int64_t>(cs.captions.size()) - 1);
+          const auto c = caption_index(rng, static_cast<int64_t>(cs.captions.size()), opt.caption_choice);
           images[k] = transform(cs.image, rng);
           out.captions.push_back(std::move(cs.captions[static_cast<size_t>(c)]));
           out.image_ids.push_back(std::move(cs.image_id));
@@ -215,7 +222,7 @@ struct BatchLoader::Impl {
           std::mt19937_64 rng(mix_seed({opt.seed, static_cast<uint64_t>(epoch), static_cast<uint64_t>(reader->rank()),
                                         static_cast<uint64_t>(s.index), 0x57445321ULL /* "WDS!" */}));
           const Image img = s.image.empty() ? decode_sample_image(s, decode) : std::move(s.image);
-          const auto c = uniform_int(rng, 0, static_cast<int64_t>(s.captions.size()) - 1);
+          const auto c = caption_index(rng, static_cast<int64_t>(s.captions.size()), opt.caption_choice);
           images[k] = transform(img, rng);
           out.captions.push_back(std::move(s.captions[static_cast<size_t>(c)]));
           out.image_ids.push_back(std::move(s.image_id));

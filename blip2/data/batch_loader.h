@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "blip2/data/augment.h"
+#include "blip2/data/caption_choice.h"
 #include "blip2/data/caption_dataset.h"
 #include "blip2/data/image_processor.h"
 #include "blip2/data/webdataset.h"
@@ -73,6 +74,7 @@ struct BatchLoaderOptions {
   // true: RandomResizedCrop + flip (LAVIS blip2 training); false: plain
   // resize with processor.resample (evaluation).
   bool augment = true;
+  CaptionChoice caption_choice = CaptionChoice::kRandom;
   TrainTransformConfig transform;
   // Output size (height, width) and normalisation (mean / std / rescale).
   ImageProcessorConfig processor;

@@ -57,6 +57,7 @@ std::unique_ptr<BatchSource> make_batch_source(const TrainConfig& c, const Image
   o.world_size = world_size;
   o.drop_last = true;
   o.augment = c.augment;
+  o.caption_choice = c.caption_choice;
   o.processor = processor;
   if (!c.annotations.empty()) {
     CaptionDatasetOptions d;

@@ -48,6 +48,19 @@ Setter set_mode(TrainMode* dst) {
   };
 }
 
+Setter set_caption_choice(CaptionChoice* dst) {
+  return [dst](const YAML::Node& n, const std::string& where) {
+    std::string s;
+    set(&s)(n, where);
+    for (CaptionChoice c : {CaptionChoice::kRandom, CaptionChoice::kFirst})
+      if (s == caption_choice_name(c)) {
+        *dst = c;
+        return;
+      }
+    throw ConfigError(where + " '" + s + "' is not one of random, first");
+  };
+}
+
 Setter set_list(std::vector<std::string>* dst) {
   return [dst](const YAML::Node& n, const std::string& where) {
     dst->clear();
@@ -82,6 +95,7 @@ std::map<std::string, std::map<std::string, Setter>> schema(TrainConfig& c) {
         {"image_size", set(&c.image_size)},
         {"workers", set(&c.workers)},
         {"augment", set(&c.augment)},
+        {"caption_choice", set_caption_choice(&c.caption_choice)},
         {"feature_cache", set(&c.feature_cache)}}},
       {"objective",
        {{"max_txt_len", set(&c.max_txt_len)},
@@ -141,6 +155,10 @@ const char* train_mode_name(TrainMode mode) {
     case TrainMode::kVqa: return "vqa";
   }
   return "?";
+}
+
+const char* caption_choice_name(CaptionChoice choice) {
+  return choice == CaptionChoice::kFirst ? "first" : "random";
 }
 
 TrainConfig TrainConfig::from_yaml_string(const std::string& yaml, const std::string& source) {
@@ -253,7 +271,8 @@ std::string TrainConfig::to_yaml() const {
     << annotations << YAML::Key << "image_root" << YAML::Value << image_root << YAML::Key << "shards" << YAML::Value
     << shards << YAML::Key << "skip_missing_images" << YAML::Value << skip_missing_images << YAML::Key
     << "image_size" << YAML::Value << image_size << YAML::Key << "workers" << YAML::Value << workers << YAML::Key
-    << "augment" << YAML::Value << augment << YAML::Key << "feature_cache" << YAML::Value << feature_cache
+    << "augment" << YAML::Value << augment << YAML::Key << "caption_choice" << YAML::Value
+    << caption_choice_name(caption_choice) << YAML::Key << "feature_cache" << YAML::Value << feature_cache
     << YAML::EndMap;
   e << YAML::Key << "objective" << YAML::Value << YAML::BeginMap << YAML::Key << "max_txt_len" << YAML::Value
     << max_txt_len << YAML::Key << "prompt" << YAML::Value << prompt << YAML::Key << "itc" << YAML::Value << itc

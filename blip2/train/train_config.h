@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "blip2/data/caption_choice.h"
 #include "blip2/train/optim.h"
 
 namespace blip2 {
@@ -22,6 +23,8 @@ enum class TrainMode {
 };
 // The YAML spelling: "pretrain", "retrieval", "caption", "vqa".
 const char* train_mode_name(TrainMode mode);
+// The YAML spelling of data.caption_choice: "random", "first".
+const char* caption_choice_name(CaptionChoice choice);
 
 struct TrainConfig {
   int stage = 1;  // 1: ITC+ITM+ITG with the frozen ViT; 2: LM loss through the frozen LLM
@@ -43,6 +46,9 @@ struct TrainConfig {
   int64_t image_size = 0;           // 0: the model's vision_config.image_size
   int workers = 2;
   bool augment = true;              // random resized crop (0.5-1) + horizontal flip
+  // Which of a record's captions each sample carries: "random" (per epoch,
+  // LAVIS) or "first" (a data set whose first caption is its canonical one).
+  CaptionChoice caption_choice = CaptionChoice::kRandom;
   // A directory where the frozen image tower's output for each image is kept
   // after its first epoch and read back in later ones (train/feature_cache.h).
   // Needs data.annotations, data.augment: false and model.train_vision: false.

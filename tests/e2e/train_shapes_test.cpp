@@ -14,8 +14,8 @@ TEST(TrainShapesTest, QuickRecipeRunsEveryStageAndLearns) {
   test::TempDir dir;
   const std::string log = dir.file("log");
   // QFORMER: a Q-Former of other sizes than the configs' (here 64 wide, 1 layer) for every stage;
-  // VIT_POSITION and OPT_CONTEXT_DISTILL: issue 11's levers reach the ViT and OPT's stage 2.
-  const std::string cmd = "QUICK=1 QFORMER=\"64 1\" VIT_POSITION=1 OPT_CONTEXT_DISTILL=0.5 BLIP2=" + std::string(BLIP2_CLI) + " " + std::string(BLIP2_SOURCE_DIR) +
+  // VIT_POSITION, OPT_CONTEXT_DISTILL, CAPTION_CHOICE: issue 11's levers reach the ViT and stage 2.
+  const std::string cmd = "QUICK=1 QFORMER=\"64 1\" VIT_POSITION=1 OPT_CONTEXT_DISTILL=0.5 CAPTION_CHOICE=first BLIP2=" + std::string(BLIP2_CLI) + " " + std::string(BLIP2_SOURCE_DIR) +
                           "/scripts/train_shapes " + dir.file("out") + " >" + log + " 2>&1";
   const int status = std::system(cmd.c_str());
   std::stringstream ss;
@@ -38,6 +38,10 @@ TEST(TrainShapesTest, QuickRecipeRunsEveryStageAndLearns) {
   std::stringstream s2;
   s2 << std::ifstream(dir.file("out/stage2_opt.yaml")).rdbuf();
   EXPECT_NE(s2.str().find("context_distill: 0.5"), std::string::npos) << s2.str();
+  EXPECT_NE(s2.str().find("caption_choice: first"), std::string::npos) << s2.str();
+  std::stringstream s1;
+  s1 << std::ifstream(dir.file("out/stage1.yaml")).rdbuf();
+  EXPECT_NE(s1.str().find("caption_choice: random"), std::string::npos) << s1.str();
   const std::string bad = "VIT_POSITION=2 BLIP2=" + std::string(BLIP2_CLI) + " " + std::string(BLIP2_SOURCE_DIR) +
                           "/scripts/train_shapes " + dir.file("bad") + " >" + log + " 2>&1";
   EXPECT_NE(std::system(bad.c_str()), 0);

@@ -119,6 +119,29 @@ TEST(BatchLoaderTest, SameBatchesWithZeroOneAndThreeWorkers) {
   }
 }
 
+// data.caption_choice: random draws among a record's captions, first always
+// takes its first; the images (the draws after the choice) are the same.
+TEST(BatchLoaderTest, CaptionChoiceFirstAlwaysTakesTheFirstCaption) {
+  TempDir dir;
+  auto ds = make_dataset(dir, 12);
+  BatchLoaderOptions o = small_options(1);
+  BatchLoader random(ds, o);
+  o.caption_choice = CaptionChoice::kFirst;
+  BatchLoader first(ds, o);
+  const auto a = drain(random, 8), b = drain(first, 8);  // two epochs
+  ASSERT_EQ(a.size(), b.size());
+  std::set<char> suffixes;
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].indices, b[i].indices);
+    EXPECT_TRUE(at::equal(a[i].pixel_values, b[i].pixel_values));
+    for (size_t k = 0; k < b[i].captions.size(); ++k) {
+      EXPECT_EQ(b[i].captions[k], "c" + std::to_string(b[i].indices[k]) + "a");
+      suffixes.insert(a[i].captions[k].back());
+    }
+  }
+  EXPECT_EQ(suffixes.size(), 3u) << "random draws each of the three captions somewhere";
+}
+
 TEST(BatchLoaderTest, EpochPermutationCoversDataAndChangesPerEpoch) {
   TempDir dir;
   auto ds = make_dataset(dir, 12);

@@ -26,6 +26,12 @@ TEST(TrainConfigTest, UnknownKeysAndBadValuesAreNamed) {
   EXPECT_EQ(c.max_steps, 7);  // the schedule's total_steps is derived from it by the Trainer, once
   auto again = TrainConfig::from_yaml_string(c.to_yaml(), "roundtrip");
   EXPECT_EQ(again.to_yaml(), c.to_yaml());
+  EXPECT_EQ(c.caption_choice, CaptionChoice::kRandom);
+  EXPECT_THROW_WITH(TrainConfig::from_yaml_string("data:\n  caption_choice: last\n", "s.yaml"), ConfigError,
+                    "data.caption_choice 'last' is not one of random, first");
+  auto first = TrainConfig::from_yaml_string("data:\n  caption_choice: first\n", "s.yaml");
+  EXPECT_EQ(first.caption_choice, CaptionChoice::kFirst);
+  EXPECT_EQ(TrainConfig::from_yaml_string(first.to_yaml(), "roundtrip").caption_choice, CaptionChoice::kFirst);
 }
 
 }  // namespace
