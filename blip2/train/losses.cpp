@@ -41,27 +41,31 @@ int64_t lm_pad_id(const Blip2ModelImpl& model, const Stage2Text& text) {
   return text.tokenizer->pad_id().value_or(model.language_model->pad_token_id());
 }
 
-// Each caption's own token embeddings (no special tokens) followed by zero
-// vectors up to Q positions: the context slot as the LM read it in
-// pretraining (ContextAugment::fill_to). (B, Q, D), and (B,) whether the
-// caption fits (a longer one has no teacher: its text would sit elsewhere).
-std::pair<torch::Tensor, torch::Tensor> caption_context(LanguageModel& lm, const Tokenizer& tok,
-                                                        const std::vector<std::string>& captions, int64_t Q,
-                                                        int64_t pad) {
+// Each caption's token ids (no special tokens) in a row of `width` pad ids
+// (0: as wide as the longest caption), from the row's start or ending at its
+// end (`at_end`); `real` (B, width) marks the caption's positions; a caption
+// longer than the row is left out (pads only, `fits` 0).
+struct CaptionSlots {
+  torch::Tensor ids, real, fits;  // (B, width) int64, (B, width) float, (B) float
+};
+CaptionSlots caption_slots(const Tokenizer& tok, const std::vector<std::string>& captions, int64_t width, int64_t pad,
+                           bool at_end) {
+  std::vector<std::vector<int64_t>> rows;
+  for (const auto& c : captions) rows.push_back(tok.encode(c, false));
+  if (width == 0)
+    for (const auto& r : rows) width = std::max<int64_t>(width, static_cast<int64_t>(r.size()));
   const auto B = static_cast<int64_t>(captions.size());
-  auto ids = torch::full({B, Q}, pad, torch::kLong);
-  auto real = torch::zeros({B, Q}, torch::kFloat);
-  auto fits = torch::zeros({B}, torch::kFloat);
+  CaptionSlots out{torch::full({B, width}, pad, torch::kLong), torch::zeros({B, width}), torch::zeros({B})};
   for (int64_t b = 0; b < B; ++b) {
-    const auto row = tok.encode(captions[static_cast<size_t>(b)], false);
-    const auto n = static_cast<int64_t>(row.size());
-    if (n > Q) continue;
-    for (int64_t i = 0; i < n; ++i) ids[b][i] = row[static_cast<size_t>(i)];
-    real[b].slice(0, 0, n).fill_(1);
-    fits[b] = 1;
+    const auto& r = rows[static_cast<size_t>(b)];
+    const auto n = static_cast<int64_t>(r.size());
+    if (n > width) continue;
+    const int64_t from = at_end ? width - n : 0;
+    out.ids[b].slice(0, from, from + n).copy_(torch::tensor(r, torch::kLong));
+    out.real[b].slice(0, from, from + n).fill_(1);
+    out.fits[b] = 1;
   }
-  torch::NoGradGuard g;
-  return {lm.embed_tokens(ids) * real.unsqueeze(-1), fits};
+  return out;
 }
 
 // The mean over layers (each layer's output: entries 1.. of HF's
@@ -98,37 +102,28 @@ torch::Tensor context_distance(LanguageModel& lm, const Blip2ForwardOutput& f, c
   const auto opts = torch::TensorOptions().dtype(torch::kFloat).device(text_mask.device());
   LMOutput teacher;  // computed without gradients; the distance has them (through f)
   if (!enc_dec) {
-    auto [context, fits] = caption_context(lm, tok, captions, Q, pad);
+    // The caption's tokens, then zero vectors up to Q positions: the context
+    // slot as the LM read it in pretraining (ContextAugment::fill_to), so the
+    // text keeps its positions; a longer caption has no teacher.
+    const auto slots = caption_slots(tok, captions, Q, pad, false);
     {
       torch::NoGradGuard g;
-      teacher = lm.forward(torch::cat({context.to(text.device(), text.scalar_type()), text}, 1), f.attention_mask, {},
-                           true);
+      const auto real = slots.real.to(text.device(), text.scalar_type()).unsqueeze(-1);
+      const auto context = lm.embed_tokens(slots.ids.to(text.device())).to(text.scalar_type()) * real;
+      teacher = lm.forward(torch::cat({context, text}, 1), f.attention_mask, {}, true);
     }
-    const auto where =
-        torch::cat({torch::zeros({B, Q}, opts), text_mask.to(torch::kFloat)}, 1) * fits.to(opts.device()).unsqueeze(1);
+    const auto where = torch::cat({torch::zeros({B, Q}, opts), text_mask.to(torch::kFloat)}, 1) *
+                       slots.fits.to(opts.device()).unsqueeze(1);
     return hidden_state_distance(f.lm.hidden_states, teacher.hidden_states, where);
   }
   // Encoder-decoder (relative positions): the caption's tokens, as many as
   // it has, right before the text; the context slot is padded (masked) in
   // front, so each token keeps its distance to the text.
-  std::vector<std::vector<int64_t>> rows;
-  int64_t longest = 0;
-  for (const auto& c : captions) {
-    rows.push_back(tok.encode(c, false));
-    longest = std::max<int64_t>(longest, static_cast<int64_t>(rows.back().size()));
-  }
-  auto ids = torch::full({B, longest}, pad, torch::kLong);
-  auto keep = torch::zeros({B, longest}, torch::kLong);
-  for (int64_t b = 0; b < B; ++b) {
-    const auto& r = rows[static_cast<size_t>(b)];
-    const int64_t n = static_cast<int64_t>(r.size());
-    for (int64_t i = 0; i < n; ++i) ids[b][longest - n + i] = r[static_cast<size_t>(i)];
-    keep[b].slice(0, longest - n).fill_(1);
-  }
+  const auto slots = caption_slots(tok, captions, 0, pad, true);
   {
     torch::NoGradGuard g;
-    const auto context = lm.embed_tokens(ids.to(text.device())).to(text.scalar_type());
-    const auto mask = torch::cat({keep.to(text_mask.device(), text_mask.scalar_type()), text_mask}, 1);
+    const auto context = lm.embed_tokens(slots.ids.to(text.device())).to(text.scalar_type());
+    const auto mask = torch::cat({slots.real.to(text_mask.device(), text_mask.scalar_type()), text_mask}, 1);
     teacher = lm.forward(torch::cat({context, text}, 1), mask, decoder_input_ids, true);
   }
   return hidden_state_distance(f.lm.decoder_hidden_states, teacher.decoder_hidden_states,
