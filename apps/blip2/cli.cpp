@@ -192,6 +192,9 @@ void add_eval_flags(CLI::App* app, EvalFlags& f) {
   app->add_flag("--json", f.json, "print the metrics as one JSON object");
   app->add_option("--limit", f.options.limit, "evaluate only the first N samples (0 = all)");
   app->add_option("--batch-size", f.options.batch_size, "images per forward pass")->capture_default_str();
+  app->add_option("--samples", f.options.num_samples,
+                  "how many per-sample predictions the JSON lists (a number past the data's size = all)")
+      ->capture_default_str();
 }
 
 int run_evaluation(const std::string& kind, EvalFlags& f,

@@ -32,6 +32,7 @@ struct PretrainFlags {
   // ContextAugment overrides (blip2/shapes/lm_pretrain.h); unset = its default (off).
   std::optional<double> context_noise, context_mix, context_drop;
   std::optional<int64_t> context_fill_to;
+  bool target_only = false;
   VitPretrainOptions vit;  // pretrain vit: gray copies, position heads
 };
 
@@ -79,6 +80,7 @@ int pretrain_lm(const PretrainFlags& f) {
   if (f.context_mix) c.context.mix = *f.context_mix;
   if (f.context_drop) c.context.drop = *f.context_drop;
   if (f.context_fill_to) c.context.fill_to = *f.context_fill_to;
+  c.target_only = f.target_only;
   PretrainReporter report(f);
   auto r = pretrain_language_model(c, report.on_step());
   save_language_model(*r.model, f.out, f.tokenizer);
@@ -134,6 +136,9 @@ void add_pretrain_commands(Registry& r) {
   lm->add_option("--context-fill-to", f->context_fill_to,
                  "insert zero vectors into the context until it has N positions, e.g. the number of queries "
                  "(default 0: none)");
+  lm->add_flag("--target-only", f->target_only,
+               "OPT: predict only each text's target (the answer, the caption), not its context or prompt; "
+               "T5's decoder predicts the target alone either way");
   vit->add_option("--data", f->data, "a `blip2 shapes generate` directory")->required();
   vit->add_option("--out", f->out, "output .safetensors (vision_model.* weights)")->required();
   vit->add_option("--gray-fraction", f->vit.gray_fraction,

@@ -34,6 +34,10 @@ using Clock = std::chrono::steady_clock;
 
 void EvalOptions::validate() const {
   if (batch_size < 1) throw ConfigError("--batch-size must be >= 1, got " + std::to_string(batch_size));
+  if (limit < 0) throw ConfigError("--limit must be >= 0 (0 = all), got " + std::to_string(limit));
+  if (num_samples < 0)
+    throw ConfigError("--samples must be >= 0 (how many predictions the JSON lists), got " +
+                      std::to_string(num_samples));
 }
 
 void EvalOptions::report(int64_t done, int64_t total) const {

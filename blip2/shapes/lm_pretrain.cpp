@@ -164,7 +164,12 @@ LmPretrainResult pretrain_language_model(const LmPretrainConfig& c,
         for (int64_t id : ids_of((t.prompt.empty() ? "" : t.prompt + " ") + t.target + "\n", false)) row.push_back(id);
         if (static_cast<int64_t>(row.size()) > max_len) row.resize(static_cast<size_t>(max_len));
         std::vector<int64_t> target = row;
-        for (size_t i = bos_at; i < std::min(bos_at + bos.size(), target.size()); ++i) target[i] = -100;
+        // Not predicted: BOS; with target_only also the context and the prompt
+        // (the prompt's own tokens: a word-level tokenizer never merges them
+        // with the space in front of the target).
+        size_t first_target = bos_at + bos.size();
+        if (c.target_only && !t.prompt.empty()) first_target += ids_of(t.prompt, false).size();
+        for (size_t i = c.target_only ? 0 : bos_at; i < std::min(first_target, target.size()); ++i) target[i] = -100;
         for (auto& id : target)
           if (id == kFiller) id = -100;
         contexts.emplace_back(std::min(bos_at, row.size()), 1);

@@ -74,6 +74,10 @@ struct LmPretrainConfig {
   OptimConfig optim;
   uint64_t seed = 0;
   ContextAugment context;  // off by default
+  // OPT: only the target and its closing newline are predicted (not the
+  // context or the prompt), as instruction tuning computes its loss on the
+  // response alone. T5's decoder predicts only the target either way.
+  bool target_only = false;
 };
 
 struct LmPretrainResult {
