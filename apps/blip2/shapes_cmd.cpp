@@ -198,8 +198,9 @@ void add_shapes_commands(Registry& r) {
   corpus->add_option("--count", c->count, "number of scenes")->capture_default_str();
   corpus->add_option("--seed", c->seed, "random seed (use another than the images')")->capture_default_str();
   corpus->add_option("--style", c->style,
-                     "plain (caption and spec questions under the canonical caption) or varied (plus other "
-                     "description styles and orders, paraphrased and extra questions)")
+                     "plain (caption and spec questions under the canonical caption), varied (plus other "
+                     "description styles and orders, paraphrased and extra questions) or lookups (plus every "
+                     "attribute look-up and yes/no binding question the spec can ask of each scene)")
       ->capture_default_str();
   corpus->add_option("--template", c->vqa_template,
                      std::string("VQA prompt template, {} = the question (T5: \"") +

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <map>
+#include <set>
 
 #include "blip2/data/tokenizer.h"
 #include "blip2/util/error.h"
@@ -41,12 +42,19 @@ std::vector<size_t> unique_by(const std::vector<ShapeObject>& objs, Key key) {
 
 }  // namespace
 
-const char* corpus_style_name(CorpusStyle style) { return style == CorpusStyle::kVaried ? "varied" : "plain"; }
+const char* corpus_style_name(CorpusStyle style) {
+  switch (style) {
+    case CorpusStyle::kVaried: return "varied";
+    case CorpusStyle::kLookups: return "lookups";
+    case CorpusStyle::kPlain: break;
+  }
+  return "plain";
+}
 
 CorpusStyle parse_corpus_style(const std::string& name) {
-  for (CorpusStyle s : {CorpusStyle::kPlain, CorpusStyle::kVaried})
+  for (CorpusStyle s : {CorpusStyle::kPlain, CorpusStyle::kVaried, CorpusStyle::kLookups})
     if (name == corpus_style_name(s)) return s;
-  throw ConfigError("[shapes] unknown corpus style '" + name + "'; expected plain or varied");
+  throw ConfigError("[shapes] unknown corpus style '" + name + "'; expected plain, varied or lookups");
 }
 
 std::vector<std::string> scene_descriptions(const Scene& scene, std::mt19937_64& rng) {
@@ -136,6 +144,40 @@ std::vector<std::string> varied_scene_lines(const Scene& scene, std::mt19937_64&
   return lines;
 }
 
+std::vector<std::string> lookup_scene_lines(const Scene& scene, Split split, const std::string& vqa_template) {
+  const auto& objs = scene.objects;
+  const std::string caption = scene_captions(scene).front();
+  std::vector<std::string> lines;
+  auto add = [&](const std::string& question, const std::string& answer) {
+    lines.push_back(caption + "\t" + text::fill_template(vqa_template, question) + "\t" + answer);
+  };
+  const auto unique_shape = unique_by(objs, [](const ShapeObject& o) { return o.shape; });
+  const auto unique_color = unique_by(objs, [](const ShapeObject& o) { return o.color; });
+  for (size_t i : unique_shape) {
+    add("what color is the " + objs[i].shape + "?", objs[i].color);
+    add("is the " + objs[i].shape + " large or small?", objs[i].size);
+  }
+  for (size_t i : unique_color) add("what shape is the " + objs[i].color + " object?", objs[i].shape);
+  for (size_t a : unique_shape)
+    for (const char* rel : kRelations) {
+      size_t hits = 0, target = 0;
+      for (size_t x = 0; x < objs.size(); ++x)
+        if (x != a && relation(objs[x], objs[a]) == rel) ++hits, target = x;
+      if (hits == 1) add("what color is the shape " + std::string(rel) + " the " + objs[a].shape + "?", objs[target].color);
+    }
+  auto present = [&](const std::string& color, const std::string& shape) {
+    return std::any_of(objs.begin(), objs.end(), [&](const ShapeObject& o) { return o.color == color && o.shape == shape; });
+  };
+  for (const auto& o : objs) add("is there " + article(o.color) + o.color + " " + o.shape + "?", "yes");
+  std::set<std::string> absent;
+  for (const auto& a : objs)
+    for (const auto& b : objs)
+      if (!present(a.color, b.shape) && (split == Split::kCompositional || !is_held_out(b.shape, a.color)) &&
+          absent.insert(a.color + " " + b.shape).second)
+        add("is there " + article(a.color) + a.color + " " + b.shape + "?", "no");
+  return lines;
+}
+
 std::vector<std::string> corpus_lines(int count, uint64_t seed, const std::string& vqa_template, CorpusStyle style) {
   std::vector<std::string> lines = corpus_lines(count, seed, vqa_template);
   if (style == CorpusStyle::kPlain) return lines;
@@ -143,7 +185,9 @@ std::vector<std::string> corpus_lines(int count, uint64_t seed, const std::strin
     std::mt19937_64 rng = scene_rng(seed, Split::kTrain, i);
     const Scene scene = sample_scene(rng, 224, Split::kTrain);  // the plain corpus' scene i
     std::mt19937_64 extra = scene_rng(~seed, Split::kTrain, i);  // its own stream for the extra draws
-    for (auto& l : varied_scene_lines(scene, extra, Split::kTrain, vqa_template)) lines.push_back(std::move(l));
+    auto more = style == CorpusStyle::kLookups ? lookup_scene_lines(scene, Split::kTrain, vqa_template)
+                                               : varied_scene_lines(scene, extra, Split::kTrain, vqa_template);
+    for (auto& l : more) lines.push_back(std::move(l));
   }
   return lines;
 }

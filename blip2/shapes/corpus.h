@@ -19,11 +19,12 @@ namespace blip2::shapes {
 enum class CorpusStyle {
   kPlain,   // corpus_lines' texts only (the default)
   kVaried,  // the plain texts plus varied_scene_lines per scene
+  kLookups,  // the plain texts plus lookup_scene_lines per scene
 };
 
-// "plain" / "varied".
+// "plain" / "varied" / "lookups".
 const char* corpus_style_name(CorpusStyle style);
-// The inverse; ConfigError listing both names otherwise.
+// The inverse; ConfigError listing the names otherwise.
 CorpusStyle parse_corpus_style(const std::string& name);
 
 // The descriptions of a scene the varied corpus puts in the context slot:
@@ -39,9 +40,21 @@ std::vector<std::string> scene_descriptions(const Scene& scene, std::mt19937_64&
 std::vector<std::string> varied_scene_lines(const Scene& scene, std::mt19937_64& rng, Split split,
                                             const std::string& vqa_template);
 
+// Every look-up the spec's questions can make in a scene, under its canonical
+// caption (the plain corpus draws one of each kind): the colour and the size
+// of each object whose shape is unique, the shape of each object whose colour
+// is unique, the colour of each object a relation to a unique shape names, and
+// "is there a C S?" for each object (yes) and for each colour of one object
+// with the shape of another (no, unless present or held out of training).
+// These questions need the LM to bind an attribute to the right object, which
+// it learns slowly when they are a sixth of its texts (docs/results.md).
+// Deterministic (no draws).
+std::vector<std::string> lookup_scene_lines(const Scene& scene, Split split, const std::string& vqa_template);
+
 // corpus_lines(count, seed, vqa_template) (shapes.h) and, for kVaried,
-// varied_scene_lines of the same `count` scenes appended (their draws from a
-// stream of their own, so the plain lines stay exactly the plain corpus).
+// varied_scene_lines (for kLookups, lookup_scene_lines) of the same `count`
+// scenes appended (their draws from a stream of their own, so the plain lines
+// stay exactly the plain corpus).
 // ConfigError as corpus_lines.
 std::vector<std::string> corpus_lines(int count, uint64_t seed, const std::string& vqa_template, CorpusStyle style);
 

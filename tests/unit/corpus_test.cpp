@@ -73,9 +73,9 @@ std::string oracle(const Scene& s, const std::string& q) {
 }
 
 TEST(CorpusTest, StyleNamesRoundTrip) {
-  for (CorpusStyle s : {CorpusStyle::kPlain, CorpusStyle::kVaried})
+  for (CorpusStyle s : {CorpusStyle::kPlain, CorpusStyle::kVaried, CorpusStyle::kLookups})
     EXPECT_EQ(parse_corpus_style(corpus_style_name(s)), s);
-  EXPECT_THROW_WITH(parse_corpus_style("fancy"), ConfigError, "plain or varied");
+  EXPECT_THROW_WITH(parse_corpus_style("fancy"), ConfigError, "plain, varied or lookups");
 }
 
 TEST(CorpusTest, VariedCorpusKeepsThePlainLinesAndAddsWellFormedOnes) {
@@ -135,6 +135,50 @@ TEST(CorpusTest, ExtraQuestionsAreAnsweredRightAndReadAnyDescription) {
     for (const char* d : {"a large red circle", "a small blue square", "a small red star"})
       EXPECT_NE(c.find(d), std::string::npos) << "every description names every object: " << c;
   }
+}
+
+// The lookups style: every look-up of a scene, each answered right, under the
+// canonical caption; yes/no binding questions both ways; nothing held out.
+TEST(CorpusTest, LookupsAskEveryBindingOfTheSceneUnderItsCaption) {
+  Scene s;
+  s.image_size = 224;
+  // A red circle left of a blue square, a red star below both (the colour red
+  // is not unique, so no "what shape is the red object?").
+  s.objects = {obj("circle", "red", "large", 50, 100), obj("square", "blue", "small", 170, 110),
+               obj("star", "red", "small", 110, 190)};
+  const auto lines = lookup_scene_lines(s, Split::kTrain, "{}");
+  std::set<std::string> asked;
+  for (const auto& line : lines) {
+    const Line l = split_line(line);
+    EXPECT_EQ(l.context, scene_captions(s).front());
+    EXPECT_TRUE(asked.insert(l.prompt).second) << "asked twice: " << l.prompt;
+    const std::string want = oracle(s, l.prompt);
+    if (!want.empty()) EXPECT_EQ(l.target, want) << l.prompt;
+  }
+  for (const char* q : {"what color is the circle?", "what color is the square?", "what color is the star?",
+                        "is the circle large or small?", "is the star large or small?",
+                        "what shape is the blue object?", "is there a red circle?", "is there a blue square?",
+                        "is there a red star?", "is there a red square?", "is there a blue circle?",
+                        "is there a blue star?", "what color is the shape to the right of the circle?"})
+    EXPECT_TRUE(asked.count(q)) << q;
+  EXPECT_FALSE(asked.count("what shape is the red object?"));
+  for (const auto& line : lines)
+    if (line.find("to the right of the circle?") != std::string::npos) EXPECT_EQ(split_line(line).target, "blue");
+
+  // Held-out compositions are never asked about outside the compositional split.
+  s.objects = {obj("triangle", "red", "large", 50, 100), obj("star", "purple", "small", 170, 110)};
+  for (const auto& line : lookup_scene_lines(s, Split::kTrain, "{}"))
+    EXPECT_EQ(line.find("purple triangle"), std::string::npos) << line;
+  bool asked_held_out = false;
+  for (const auto& line : lookup_scene_lines(s, Split::kCompositional, "{}"))
+    asked_held_out |= line.find("is there a purple triangle?\tno") != std::string::npos;
+  EXPECT_TRUE(asked_held_out);
+
+  const std::string tmpl = "Question: {} Answer:";
+  const auto plain = corpus_lines(100, 5, tmpl);
+  const auto lookups = corpus_lines(100, 5, tmpl, CorpusStyle::kLookups);
+  ASSERT_GT(lookups.size(), 2 * plain.size());
+  EXPECT_TRUE(std::equal(plain.begin(), plain.end(), lookups.begin())) << "the plain corpus comes first, unchanged";
 }
 
 }  // namespace
