@@ -24,7 +24,7 @@ namespace blip2::cli {
 namespace {
 
 struct PretrainFlags {
-  std::string config, tokenizer, corpus, data, out, metrics;
+  std::string config, tokenizer, corpus, data, out, metrics, init;
   std::vector<std::string> eval_data;
   int64_t steps = 1000, batch_size = 16, max_len = 64;
   double lr = 1e-3;
@@ -32,7 +32,7 @@ struct PretrainFlags {
   // ContextAugment overrides (blip2/shapes/lm_pretrain.h); unset = its default (off).
   std::optional<double> context_noise, context_mix, context_drop;
   std::optional<int64_t> context_fill_to;
-  bool target_only = false;
+  bool target_only = false, reference_init = false;
   VitPretrainOptions vit;  // pretrain vit: gray copies, position heads
 };
 
@@ -81,6 +81,8 @@ int pretrain_lm(const PretrainFlags& f) {
   if (f.context_drop) c.context.drop = *f.context_drop;
   if (f.context_fill_to) c.context.fill_to = *f.context_fill_to;
   c.target_only = f.target_only;
+  c.reference_init = f.reference_init;
+  c.init_dir = f.init;
   PretrainReporter report(f);
   auto r = pretrain_language_model(c, report.on_step());
   save_language_model(*r.model, f.out, f.tokenizer);
@@ -139,6 +141,12 @@ void add_pretrain_commands(Registry& r) {
   lm->add_flag("--target-only", f->target_only,
                "OPT: predict only each text's target (the answer, the caption), not its context or prompt; "
                "T5's decoder predicts the target alone either way");
+  lm->add_option("--init", f->init,
+                 "start from this `pretrain lm` output (same config) instead of from scratch: a curriculum's "
+                 "next phase (the tokenizer must be the same)");
+  lm->add_flag("--reference-init", f->reference_init,
+               "initialise as HF's _init_weights (T5: per-module scales, embeddings at std 1) instead of "
+               "normal(0, 0.02) everywhere");
   vit->add_option("--data", f->data, "a `blip2 shapes generate` directory")->required();
   vit->add_option("--out", f->out, "output .safetensors (vision_model.* weights)")->required();
   vit->add_option("--gray-fraction", f->vit.gray_fraction,

@@ -57,6 +57,12 @@ class LanguageModel : public torch::nn::Module {
   // _keep_in_fp32_modules, which its 8-bit loading also leaves unconverted
   // (T5's FFN output `wo`, whose inputs carry outliers; none for OPT).
   virtual bool keeps_float(const std::string& name) const = 0;
+  // From-scratch initialisation as the reference implementation's
+  // _init_weights (HF): OPT normal(0, init_std 0.02) for every matrix and
+  // embedding; T5 per module (embeddings and an untied lm_head std 1, q
+  // (d_model d_kv)^-1/2, k, v, wi and the relative biases d_model^-1/2, o
+  // (heads d_kv)^-1/2, wo d_ff^-1/2); norms at 1, biases 0.
+  virtual void init_reference_weights() = 0;
   // Teacher forcing: labels (B, T) (-100 = ignored) -> decoder_input_ids
   // (B, T) for encoder-decoder models; undefined for decoder-only ones.
   virtual torch::Tensor decoder_input_ids(const torch::Tensor& labels) const = 0;

@@ -117,6 +117,8 @@ OptLanguageModel::OptLanguageModel(const OptConfig& c) : c_(c) {
         "lm_head", nn::Linear(c.word_embed_proj_dim, c.vocab_size, false));
 }
 
+void OptLanguageModel::init_reference_weights() { nn::init_normal(*this, 0.02); }
+
 bool OptLanguageModel::is_tied_copy(const std::string& name) const {
   return c_.tie_word_embeddings && name == "lm_head.weight";
 }

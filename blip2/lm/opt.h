@@ -70,6 +70,7 @@ class OptLanguageModel : public LanguageModel {
   std::string vqa_template() const override { return kVqaTemplate; }
   bool is_tied_copy(const std::string& name) const override;
   bool keeps_float(const std::string& /*name*/) const override { return false; }
+  void init_reference_weights() override;
   torch::Tensor decoder_input_ids(const torch::Tensor&) const override { return {}; }
   torch::Tensor embed_tokens(const torch::Tensor& ids) override;
   LMOutput forward(const torch::Tensor& inputs_embeds, const torch::Tensor& attention_mask,

@@ -199,6 +199,34 @@ T5LanguageModel::T5LanguageModel(const T5Config& c) : c_(c) {
                               nn::Linear(c.d_model, c.vocab_size, false));
 }
 
+void T5LanguageModel::init_reference_weights() {
+  torch::NoGradGuard g;
+  auto ends = [](const std::string& name, const std::string& tail) {
+    return name.size() >= tail.size() && name.compare(name.size() - tail.size(), tail.size(), tail) == 0;
+  };
+  const double d = static_cast<double>(c_.d_model), kv = static_cast<double>(c_.d_kv);
+  for (auto& p : named_parameters()) {
+    const std::string& name = p.key();
+    if (!p.value().is_floating_point()) continue;
+    double std = 0;
+    if (ends(name, "layer_norm.weight")) {
+      p.value().fill_(1.0);
+      continue;
+    } else if (name == "shared.weight" || name == "lm_head.weight") {
+      std = 1.0;
+    } else if (ends(name, ".q.weight")) {
+      std = 1.0 / std::sqrt(d * kv);
+    } else if (ends(name, ".o.weight")) {
+      std = 1.0 / std::sqrt(static_cast<double>(c_.num_heads) * kv);
+    } else if (ends(name, ".wo.weight")) {
+      std = 1.0 / std::sqrt(static_cast<double>(c_.d_ff));
+    } else {  // k, v, wi, wi_0, wi_1, relative_attention_bias
+      std = 1.0 / std::sqrt(d);
+    }
+    p.value().normal_(0.0, std);
+  }
+}
+
 bool T5LanguageModel::is_tied_copy(const std::string& name) const {
   // Both stacks' embed_tokens are the shared matrix.
   if (name == "encoder.embed_tokens.weight" || name == "decoder.embed_tokens.weight") return true;

@@ -93,6 +93,7 @@ class T5LanguageModel : public LanguageModel {
   std::string vqa_template() const override { return kVqaTemplate; }
   bool is_tied_copy(const std::string& name) const override;
   bool keeps_float(const std::string& name) const override;
+  void init_reference_weights() override;
   torch::Tensor decoder_input_ids(const torch::Tensor& labels) const override {
     return shift_right(labels, c_.decoder_start_token_id, c_.pad_token_id);
   }

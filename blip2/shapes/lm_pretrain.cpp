@@ -8,6 +8,7 @@
 #include "blip2/data/text_batch.h"
 #include "blip2/data/tokenizer.h"
 #include "blip2/io/safetensors.h"
+#include "blip2/io/tensor_store.h"
 #include "blip2/nn/layers.h"
 #include "blip2/train/losses.h"
 #include "blip2/train/trainer.h"
@@ -116,6 +117,23 @@ std::vector<LmText> read_lm_corpus(const std::string& path) {
   return texts;
 }
 
+std::shared_ptr<LanguageModel> load_language_model(const std::string& dir, const TextConfig& text) {
+  auto lm = make_language_model(text);
+  const auto store = io::TensorStore::open((std::filesystem::path(dir) / "model.safetensors").string());
+  torch::NoGradGuard g;
+  for (auto& p : lm->named_parameters(true)) {
+    if (!store.has(p.key()))
+      throw CheckpointError("'" + dir + "/model.safetensors' lacks '" + p.key() +
+                            "'; give a `blip2 pretrain lm` output whose dimensions match text_config");
+    auto t = store.get(p.key());
+    if (t.sizes() != p.value().sizes())
+      throw CheckpointError("'" + dir + "/model.safetensors': '" + p.key() + "' has another shape than "
+                            "text_config gives; use the config the LM was pretrained with");
+    p.value().copy_(t);
+  }
+  return lm;
+}
+
 LmPretrainResult pretrain_language_model(const LmPretrainConfig& c,
                                          std::function<void(int64_t, double)> on_step) {
   if (c.texts.empty()) throw ConfigError("[pretrain_language_model] the corpus (texts) is empty");
@@ -128,12 +146,15 @@ LmPretrainResult pretrain_language_model(const LmPretrainConfig& c,
   torch::manual_seed(c.seed);
   std::mt19937_64 rng(c.seed ^ 0x9e3779b97f4a7c15ULL);
   LmPretrainResult out;
-  out.model = make_language_model(c.text);
+  out.model = c.init_dir.empty() ? make_language_model(c.text) : load_language_model(c.init_dir, c.text);
   auto& model = *out.model;
-  {
+  if (c.init_dir.empty()) {
     // nn::init_normal leaves T5LayerNorm alone: it keeps its weight of 1.
     torch::NoGradGuard g;
-    nn::init_normal(model, 0.02);
+    if (c.reference_init)
+      model.init_reference_weights();
+    else
+      nn::init_normal(model, 0.02);
   }
   model.train();
   auto opt = make_adamw(model, c.optim);

@@ -78,6 +78,13 @@ struct LmPretrainConfig {
   // context or the prompt), as instruction tuning computes its loss on the
   // response alone. T5's decoder predicts only the target either way.
   bool target_only = false;
+  // Initialise as the reference implementation does (LanguageModel::
+  // init_reference_weights: for T5 its per-module scales) instead of
+  // normal(0, 0.02) everywhere; the same for OPT.
+  bool reference_init = false;
+  // Start from this `pretrain lm` output (same text config) instead of a
+  // fresh initialisation: a curriculum's next phase. Empty = from scratch.
+  std::string init_dir;
 };
 
 struct LmPretrainResult {
@@ -86,7 +93,7 @@ struct LmPretrainResult {
 };
 
 // Trains make_language_model(config.text) from scratch (init_normal 0.02,
-// T5 norms at 1) with AdamW, warm-up + cosine (optim.h), on the sequences
+// T5 norms at 1; or reference_init) with AdamW, warm-up + cosine (optim.h), on the sequences
 // LmText describes:
 //   OPT: causal LM, pads and BOS ignored, the logits at t predict token t+1
 //        (HF's shift); rows longer than max_len are cut at the end;
@@ -97,6 +104,10 @@ struct LmPretrainResult {
 // (step counts from 1). ConfigError for an empty corpus or steps/batch < 1.
 LmPretrainResult pretrain_language_model(const LmPretrainConfig& config,
                                          std::function<void(int64_t step, double loss)> on_step = {});
+
+// The LM a save_language_model directory holds, built from `text`.
+// CheckpointError naming the tensor when one is missing or has another shape.
+std::shared_ptr<LanguageModel> load_language_model(const std::string& dir, const TextConfig& text);
 
 // Writes dir/model.safetensors (created if needed) with the model's own
 // parameter names (no prefix) and, when tokenizer_dir is given, copies the

@@ -12,6 +12,7 @@
 #include "blip2/eval/annotations.h"
 #include "blip2/io/tensor_store.h"
 #include "blip2/lm/language_model.h"
+#include "blip2/shapes/lm_pretrain.h"
 #include "blip2/model/generation.h"
 #include "blip2/util/error.h"
 #include "blip2/util/progress.h"
@@ -42,21 +43,7 @@ nlohmann::json evaluate_text_vqa(const std::string& lm_dir, const TextConfig& te
     }
   }
   auto tok = load_tokenizer(lm_dir);
-  auto lm = make_language_model(text);
-  {
-    const auto store = io::TensorStore::open((fs::path(lm_dir) / "model.safetensors").string());
-    torch::NoGradGuard g;
-    for (auto& p : lm->named_parameters(true)) {
-      if (!store.has(p.key()))
-        throw CheckpointError("'" + lm_dir + "/model.safetensors' lacks '" + p.key() +
-                              "'; give a `blip2 pretrain lm` output whose dimensions match text_config");
-      auto t = store.get(p.key());
-      if (t.sizes() != p.value().sizes())
-        throw CheckpointError("'" + lm_dir + "/model.safetensors': '" + p.key() + "' has another shape than "
-                              "text_config gives; use the config the LM was pretrained with");
-      p.value().copy_(t);
-    }
-  }
+  auto lm = load_language_model(lm_dir, text);
   lm->eval();
   torch::NoGradGuard g;
   const bool t5 = lm->is_encoder_decoder();

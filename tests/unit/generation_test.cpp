@@ -30,6 +30,7 @@ class BigramLm : public LanguageModel {
   std::string vqa_template() const override { return "{}"; }
   bool is_tied_copy(const std::string&) const override { return false; }
   bool keeps_float(const std::string&) const override { return false; }
+  void init_reference_weights() override {}
   torch::Tensor decoder_input_ids(const torch::Tensor&) const override { return {}; }
   int64_t hidden_size() const override { return 2; }
   int64_t vocab_size() const override { return kV; }

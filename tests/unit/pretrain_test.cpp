@@ -3,7 +3,9 @@
 // under the names BLIP-2 training expects.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <fstream>
+#include <map>
 #include <numeric>
 #include <random>
 
@@ -129,6 +131,18 @@ TEST(PretrainTest, TinyOptLearnsAndLoadsIntoBlip2) {
   EXPECT_TRUE(names.count("model.decoder.embed_tokens.weight"));
   auto tok = load_tokenizer(out.path());
   expect_loads_identically(mc, *r.model, out.path(), *tok);
+
+  // init_dir: a next phase starts where the saved model ended, not from scratch.
+  c.init_dir = out.path();
+  const auto next = pretrain_language_model(c).losses;
+  std::cout << "[pretrain] OPT continued from its save: first loss " << next.front() << "\n";
+  EXPECT_LT(next.front(), first - 1.0);
+  auto wider = c;
+  wider.text.opt.hidden_size *= 2;
+  wider.text.opt.word_embed_proj_dim = wider.text.opt.hidden_size;
+  EXPECT_THROW_WITH(pretrain_language_model(wider), CheckpointError, "another shape");
+  c.init_dir = out.file("missing");
+  EXPECT_THROW(pretrain_language_model(c), Error);
 }
 
 TEST(PretrainTest, TextVqaReadsTheCaptionWhereTheLmLearnedTo) {
@@ -252,6 +266,9 @@ TEST(PretrainTest, TargetOnlyPredictsTheTargetAlone) {
   EXPECT_GT(mean_of(plain, 70, 80), 1.5);  // log 16 = 2.77 per random letter, most of the tokens
   EXPECT_LT(mean_of(only, 70, 80), 0.1);
   EXPECT_GT(only.front(), 3.0) << "the target is predicted: a random model's loss on it is about log 100";
+  // The reference initialisation (OPT: normal 0.02, as the default) learns the same way.
+  c.reference_init = true;
+  EXPECT_EQ(pretrain_language_model(c).losses, only);
 }
 
 TEST(PretrainTest, TinyT5LearnsPrefixLmAndLoadsIntoBlip2) {
@@ -289,6 +306,27 @@ TEST(PretrainTest, TinyT5LearnsPrefixLmAndLoadsIntoBlip2) {
     const auto aug = pretrain_language_model(a).losses;
     EXPECT_NE(aug, plain);
     EXPECT_EQ(pretrain_language_model(a).losses, aug);
+  }
+  {  // HF's initialisation scales (d_model 20, d_kv 6, 3 heads, d_ff 28), and it learns too
+    auto lm = make_language_model(mc.text);
+    lm->init_reference_weights();
+    const std::map<std::string, double> want = {{"shared.weight", 1.0},
+                                                {"lm_head.weight", 1.0},
+                                                {"encoder.block.0.layer.0.SelfAttention.q.weight", 1 / std::sqrt(120.0)},
+                                                {"encoder.block.0.layer.0.SelfAttention.k.weight", 1 / std::sqrt(20.0)},
+                                                {"decoder.block.1.layer.1.EncDecAttention.o.weight", 1 / std::sqrt(18.0)},
+                                                {"decoder.block.0.layer.2.DenseReluDense.wo.weight", 1 / std::sqrt(28.0)},
+                                                {"encoder.block.1.layer.1.DenseReluDense.wi_0.weight", 1 / std::sqrt(20.0)}};
+    const auto params = lm->named_parameters();
+    for (const auto& [name, std] : want) {
+      ASSERT_TRUE(params.contains(name)) << name;
+      EXPECT_NEAR(params[name].std().item<double>(), std, 0.25 * std) << name;
+    }
+    EXPECT_EQ(params["encoder.final_layer_norm.weight"].min().item<double>(), 1.0);
+    LmPretrainConfig a = c;
+    a.reference_init = true;
+    const auto l = pretrain_language_model(a).losses;
+    EXPECT_LT(mean_of(l, 55, 60), mean_of(l, 0, 5) - 1.0);
   }
 
   save_language_model(*r.model, out.path(), dir.path());
