@@ -53,6 +53,17 @@ std::vector<LmText> corpus() {
   return t;
 }
 
+// A tiny OPT's pretraining config with a character-level tokenizer written to dir.
+LmPretrainConfig tiny_opt_pretraining(const TempDir& dir) {
+  test::write_opt_tokenizer(dir.path());
+  auto mc = test::tiny_config("opt");
+  mc.text.opt.vocab_size = 100;
+  LmPretrainConfig c;
+  c.text = mc.text;
+  c.tokenizer_dir = dir.path();
+  return c;
+}
+
 TEST(PretrainTest, CorpusLinesParseIntoContextPromptTarget) {
   auto t = parse_lm_text("a red circle\tQuestion: what shape? Answer:\tcircle", "c.txt:3");
   EXPECT_EQ(t.context, "a red circle");
@@ -100,12 +111,9 @@ void expect_loads_identically(const Blip2Config& mc, LanguageModel& lm, const st
 
 TEST(PretrainTest, TinyOptLearnsAndLoadsIntoBlip2) {
   TempDir dir, out;
-  test::write_opt_tokenizer(dir.path());
+  LmPretrainConfig c = tiny_opt_pretraining(dir);
   auto mc = test::tiny_config("opt");
-  mc.text.opt.vocab_size = 100;
-  LmPretrainConfig c;
-  c.text = mc.text;
-  c.tokenizer_dir = dir.path();
+  mc.text = c.text;
   c.texts = corpus();
   c.steps = 60;
   c.batch_size = 8;
@@ -194,12 +202,7 @@ TEST(PretrainTest, TextVqaReadsTheCaptionWhereTheLmLearnedTo) {
 // the LM still learns its texts through the perturbed context.
 TEST(PretrainTest, ContextAugmentPerturbsTheContextOnlyWhenSetAndStillLearns) {
   TempDir dir;
-  test::write_opt_tokenizer(dir.path());
-  auto mc = test::tiny_config("opt");
-  mc.text.opt.vocab_size = 100;
-  LmPretrainConfig c;
-  c.text = mc.text;
-  c.tokenizer_dir = dir.path();
+  LmPretrainConfig c = tiny_opt_pretraining(dir);
   for (int i = 0; i < 3; ++i)  // weight the context rows up
     for (const auto& t : corpus())
       if (!t.context.empty()) c.texts.push_back(t);
@@ -240,12 +243,7 @@ TEST(PretrainTest, ContextAugmentPerturbsTheContextOnlyWhenSetAndStillLearns) {
 // to near zero, while the plain loss stays near the letters' entropy.
 TEST(PretrainTest, TargetOnlyPredictsTheTargetAlone) {
   TempDir dir;
-  test::write_opt_tokenizer(dir.path());
-  auto mc = test::tiny_config("opt");
-  mc.text.opt.vocab_size = 100;
-  LmPretrainConfig c;
-  c.text = mc.text;
-  c.tokenizer_dir = dir.path();
+  LmPretrainConfig c = tiny_opt_pretraining(dir);
   std::mt19937 g(5);
   auto letters = [&](int n) {
     std::string s;
