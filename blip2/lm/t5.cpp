@@ -208,22 +208,22 @@ void T5LanguageModel::init_reference_weights() {
   for (auto& p : named_parameters()) {
     const std::string& name = p.key();
     if (!p.value().is_floating_point()) continue;
-    double std = 0;
+    double sd = 0;
     if (ends(name, "layer_norm.weight")) {
       p.value().fill_(1.0);
       continue;
     } else if (name == "shared.weight" || name == "lm_head.weight") {
-      std = 1.0;
+      sd = 1.0;
     } else if (ends(name, ".q.weight")) {
-      std = 1.0 / std::sqrt(d * kv);
+      sd = 1.0 / std::sqrt(d * kv);
     } else if (ends(name, ".o.weight")) {
-      std = 1.0 / std::sqrt(static_cast<double>(c_.num_heads) * kv);
+      sd = 1.0 / std::sqrt(static_cast<double>(c_.num_heads) * kv);
     } else if (ends(name, ".wo.weight")) {
-      std = 1.0 / std::sqrt(static_cast<double>(c_.d_ff));
+      sd = 1.0 / std::sqrt(static_cast<double>(c_.d_ff));
     } else {  // k, v, wi, wi_0, wi_1, relative_attention_bias
-      std = 1.0 / std::sqrt(d);
+      sd = 1.0 / std::sqrt(d);
     }
-    p.value().normal_(0.0, std);
+    p.value().normal_(0.0, sd);
   }
 }
 

@@ -316,9 +316,9 @@ TEST(PretrainTest, TinyT5LearnsPrefixLmAndLoadsIntoBlip2) {
                                                 {"decoder.block.0.layer.2.DenseReluDense.wo.weight", 1 / std::sqrt(28.0)},
                                                 {"encoder.block.1.layer.1.DenseReluDense.wi_0.weight", 1 / std::sqrt(20.0)}};
     const auto params = lm->named_parameters();
-    for (const auto& [name, std] : want) {
+    for (const auto& [name, sd] : want) {
       ASSERT_TRUE(params.contains(name)) << name;
-      EXPECT_NEAR(params[name].std().item<double>(), std, 0.25 * std) << name;
+      EXPECT_NEAR(params[name].std().item<double>(), sd, 0.25 * sd) << name;
     }
     EXPECT_EQ(params["encoder.final_layer_norm.weight"].min().item<double>(), 1.0);
     LmPretrainConfig a = c;
