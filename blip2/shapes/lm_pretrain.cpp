@@ -141,6 +141,9 @@ LmPretrainResult pretrain_language_model(const LmPretrainConfig& c,
     throw ConfigError("[pretrain_language_model] steps and batch_size must be >= 1 and max_len >= 2");
   c.optim.validate();
   c.context.validate();
+  if (c.reference_init && !c.init_dir.empty())
+    throw ConfigError("[pretrain_language_model] reference_init initialises a fresh model; with init_dir ('" +
+                      c.init_dir + "') the weights come from there: drop one of the two");
   auto tok = load_tokenizer(c.tokenizer_dir);
 
   torch::manual_seed(c.seed);

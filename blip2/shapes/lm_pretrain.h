@@ -84,6 +84,7 @@ struct LmPretrainConfig {
   bool reference_init = false;
   // Start from this `pretrain lm` output (same text config) instead of a
   // fresh initialisation: a curriculum's next phase. Empty = from scratch.
+  // ConfigError together with reference_init.
   std::string init_dir;
 };
 

@@ -10,7 +10,6 @@
 #include "blip2/data/text_batch.h"
 #include "blip2/data/tokenizer.h"
 #include "blip2/eval/annotations.h"
-#include "blip2/io/tensor_store.h"
 #include "blip2/lm/language_model.h"
 #include "blip2/shapes/lm_pretrain.h"
 #include "blip2/model/generation.h"

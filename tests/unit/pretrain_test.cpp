@@ -149,6 +149,9 @@ TEST(PretrainTest, TinyOptLearnsAndLoadsIntoBlip2) {
   wider.text.opt.hidden_size *= 2;
   wider.text.opt.word_embed_proj_dim = wider.text.opt.hidden_size;
   EXPECT_THROW_WITH(pretrain_language_model(wider), CheckpointError, "another shape");
+  c.reference_init = true;
+  EXPECT_THROW_WITH(pretrain_language_model(c), ConfigError, "drop one of the two");
+  c.reference_init = false;
   c.init_dir = out.file("missing");
   EXPECT_THROW(pretrain_language_model(c), Error);
 }
@@ -250,7 +253,9 @@ TEST(PretrainTest, TargetOnlyPredictsTheTargetAlone) {
     for (int i = 0; i < n; ++i) s += static_cast<char>('a' + g() % 16);
     return s;
   };
-  for (int i = 0; i < 4000; ++i) c.texts.push_back({letters(8), letters(4) + ":", "ok"});
+  // The prompt ends in a random letter: a target that began one token early
+  // would have to predict it, and its loss would stay far above 0.1.
+  for (int i = 0; i < 4000; ++i) c.texts.push_back({letters(8), letters(4), "ok"});
   c.steps = 80;
   c.batch_size = 16;
   c.max_len = 40;
