@@ -5,6 +5,8 @@
 #include <random>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "blip2/data/text_batch.h"
 #include "blip2/data/tokenizer.h"
 #include "blip2/io/safetensors.h"
@@ -12,6 +14,7 @@
 #include "blip2/nn/layers.h"
 #include "blip2/train/losses.h"
 #include "blip2/train/trainer.h"
+#include "blip2/util/atomic_file.h"
 #include "blip2/util/error.h"
 
 namespace blip2 {
@@ -117,11 +120,17 @@ std::vector<LmText> read_lm_corpus(const std::string& path) {
   return texts;
 }
 
-std::shared_ptr<LanguageModel> load_language_model(const std::string& dir, const TextConfig& text) {
-  auto lm = make_language_model(text);
+namespace {
+
+std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+
+// The weights of dir/model.safetensors copied into `lm` (in place: an
+// optimizer holding its parameters keeps them). CheckpointError naming the
+// tensor when one is missing or has another shape.
+void copy_weights(LanguageModel& lm, const std::string& dir) {
   const auto store = io::TensorStore::open((std::filesystem::path(dir) / "model.safetensors").string());
   torch::NoGradGuard g;
-  for (auto& p : lm->named_parameters(true)) {
+  for (auto& p : lm.named_parameters(true)) {
     if (!store.has(p.key()))
       throw CheckpointError("'" + dir + "/model.safetensors' lacks '" + p.key() +
                             "'; give a `blip2 pretrain lm` output whose dimensions match text_config");
@@ -131,6 +140,97 @@ std::shared_ptr<LanguageModel> load_language_model(const std::string& dir, const
                             "text_config gives; use the config the LM was pretrained with");
     p.value().copy_(t);
   }
+}
+
+// What a checkpoint must share with the run that continues it.
+nlohmann::json run_identity(const LmPretrainConfig& c) {
+  return {{"steps", c.steps},        {"batch_size", c.batch_size}, {"seed", c.seed},
+          {"texts", c.texts.size()}, {"max_len", c.max_len},       {"lr", c.optim.lr},
+          {"target_only", c.target_only}};
+}
+
+// checkpoint_dir as a whole: written beside it, then swapped in (the previous
+// one stays as "<dir>.prev" until the new one is in place).
+void save_checkpoint(const LmPretrainConfig& c, const LanguageModel& model, torch::optim::AdamW& opt, int64_t step,
+                     const std::vector<double>& losses, const std::mt19937_64& rng) {
+  namespace fs = std::filesystem;
+  const fs::path dir(c.checkpoint_dir), tmp = c.checkpoint_dir + ".tmp", prev = c.checkpoint_dir + ".prev";
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
+  try {
+    save_language_model(model, tmp.string());
+    write_atomic_stream((tmp / "optimizer.pt").string(), [&](std::ostream& out) { torch::save(opt, out); });
+    io::save_safetensors((tmp / "rng.safetensors").string(),
+                         {{"torch_default", at::detail::getDefaultCPUGenerator().get_state()}});
+    std::ostringstream sampler;
+    sampler << rng;
+    const nlohmann::json st = {
+        {"step", step}, {"run", run_identity(c)}, {"sampler", sampler.str()}, {"losses", losses}};
+    write_atomic((tmp / "state.json").string(), st.dump());
+    fsync_path(tmp.string());
+    fs::remove_all(prev);
+    if (fs::exists(dir)) fs::rename(dir, prev);
+    fs::rename(tmp, dir);
+    fs::remove_all(prev);
+  } catch (const std::exception& e) {
+    fs::remove_all(tmp, ec);
+    throw Error("[pretrain_language_model] the checkpoint at step " + std::to_string(step) + " could not be written to '" +
+                c.checkpoint_dir + "': " + first_line(e.what()) + " (free space or choose another --out)");
+  }
+}
+
+// Continues from checkpoint_dir (or the "<dir>.prev" a crash mid-swap left):
+// the step it was written at, 0 when there is none.
+int64_t load_checkpoint(const LmPretrainConfig& c, LanguageModel& model, torch::optim::AdamW& opt,
+                        std::vector<double>& losses, std::mt19937_64& rng) {
+  namespace fs = std::filesystem;
+  std::string dir = c.checkpoint_dir;
+  if (!fs::exists(fs::path(dir) / "state.json")) dir += ".prev";
+  if (!fs::exists(fs::path(dir) / "state.json")) return 0;
+  nlohmann::json st;
+  try {
+    std::ifstream in(fs::path(dir) / "state.json");
+    in >> st;
+    (void)st.at("step").get<int64_t>();
+    (void)st.at("run").at("steps");
+  } catch (const std::exception& e) {
+    throw CheckpointError("'" + dir + "/state.json' is damaged (" + first_line(e.what()) + "); delete '" + dir +
+                          "' to start over");
+  }
+  const auto want = run_identity(c);
+  for (const auto& [key, value] : want.items())
+    if (st["run"].value(key, nlohmann::json()) != value)
+      throw ConfigError("[pretrain_language_model] the checkpoint in '" + dir + "' was written with " + key + " " +
+                        st["run"].value(key, nlohmann::json()).dump() + ", this run has " + value.dump() +
+                        ": resume with the same settings, or delete it to start over");
+  try {
+    copy_weights(model, dir);
+    torch::load(opt, (fs::path(dir) / "optimizer.pt").string());
+    const auto gen = io::load_safetensors((fs::path(dir) / "rng.safetensors").string());
+    at::Generator def = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(def.mutex());
+    def.set_state(gen.at("torch_default"));
+    std::istringstream sampler(st.at("sampler").get<std::string>());
+    sampler >> rng;
+    if (!sampler) throw Error("state.json's sampler state cannot be read");
+    losses = st.at("losses").get<std::vector<double>>();
+  } catch (const CheckpointError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw CheckpointError("checkpoint '" + dir + "' is damaged: " + first_line(e.what()) + "; delete it to start over");
+  }
+  const int64_t step = st.at("step").get<int64_t>();
+  if (step < 1 || step > c.steps || static_cast<int64_t>(losses.size()) != step)
+    throw CheckpointError("checkpoint '" + dir + "' is damaged: step " + std::to_string(step) + " with " +
+                          std::to_string(losses.size()) + " losses; delete it to start over");
+  return step;
+}
+
+}  // namespace
+
+std::shared_ptr<LanguageModel> load_language_model(const std::string& dir, const TextConfig& text) {
+  auto lm = make_language_model(text);
+  copy_weights(*lm, dir);
   return lm;
 }
 
@@ -141,6 +241,11 @@ LmPretrainResult pretrain_language_model(const LmPretrainConfig& c,
     throw ConfigError("[pretrain_language_model] steps and batch_size must be >= 1 and max_len >= 2");
   c.optim.validate();
   c.context.validate();
+  if (c.save_every < 0)
+    throw ConfigError("[pretrain_language_model] save_every must be >= 0 (0 = no checkpoints), got " +
+                      std::to_string(c.save_every));
+  if ((c.save_every > 0 || c.resume) && c.checkpoint_dir.empty())
+    throw ConfigError("[pretrain_language_model] save_every and resume need a checkpoint_dir");
   if (c.reference_init && !c.init_dir.empty())
     throw ConfigError("[pretrain_language_model] reference_init initialises a fresh model; with init_dir ('" +
                       c.init_dir + "') the weights come from there: drop one of the two");
@@ -161,6 +266,7 @@ LmPretrainResult pretrain_language_model(const LmPretrainConfig& c,
   }
   model.train();
   auto opt = make_adamw(model, c.optim);
+  if (c.resume) out.resumed_from = load_checkpoint(c, model, *opt, out.losses, rng);
   const bool t5 = model.is_encoder_decoder();
   const int64_t pad = model.pad_token_id();
   int64_t max_len = c.max_len;
@@ -172,7 +278,7 @@ LmPretrainResult pretrain_language_model(const LmPretrainConfig& c,
   // The special tokens the tokenizer puts in front of a text (OPT: BOS).
   const std::vector<int64_t> bos = tok->encode("", true);
 
-  for (int64_t step = 0; step < c.steps; ++step) {
+  for (int64_t step = out.resumed_from; step < c.steps; ++step) {
     set_learning_rate(*opt, learning_rate(c.optim, step));
     opt->zero_grad();
     torch::Tensor loss;
@@ -252,6 +358,8 @@ LmPretrainResult pretrain_language_model(const LmPretrainConfig& c,
     if (c.optim.grad_clip > 0) torch::nn::utils::clip_grad_norm_(model.parameters(), c.optim.grad_clip);
     opt->step();
     out.losses.push_back(l);
+    if (c.save_every > 0 && (step + 1) % c.save_every == 0 && step + 1 < c.steps)
+      save_checkpoint(c, model, *opt, step + 1, out.losses, rng);
     if (on_step) on_step(step + 1, l);
   }
   model.eval();

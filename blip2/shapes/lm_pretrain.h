@@ -86,11 +86,23 @@ struct LmPretrainConfig {
   // fresh initialisation: a curriculum's next phase. Empty = from scratch.
   // ConfigError together with reference_init.
   std::string init_dir;
+  // Checkpoints, so a long run loses no work: every save_every steps (0 =
+  // none) the model, the optimizer, the losses so far and both random streams
+  // replace checkpoint_dir as a whole (a crash leaves the previous one). With
+  // resume, a checkpoint found there is continued from its step, and the run
+  // gives the losses and the model an uninterrupted run gives; none found = a
+  // fresh start. ConfigError: save_every < 0, save_every or resume without a
+  // checkpoint_dir, or a checkpoint written with other steps, batch size,
+  // seed, corpus size or model type (naming the field and both values).
+  std::string checkpoint_dir;
+  int64_t save_every = 0;
+  bool resume = false;
 };
 
 struct LmPretrainResult {
   std::shared_ptr<LanguageModel> model;  // in eval mode
-  std::vector<double> losses;            // one per step
+  std::vector<double> losses;            // one per step (with resume: from step 1)
+  int64_t resumed_from = 0;              // the checkpoint's step, 0 = a fresh start
 };
 
 // Trains make_language_model(config.text) from scratch (init_normal 0.02,

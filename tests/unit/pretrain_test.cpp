@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <numeric>
@@ -272,6 +273,59 @@ TEST(PretrainTest, TargetOnlyPredictsTheTargetAlone) {
   // The reference initialisation (OPT: normal 0.02, as the default) learns the same way.
   c.reference_init = true;
   EXPECT_EQ(pretrain_language_model(c).losses, only);
+}
+
+// Checkpoints (save_every) and resume: a run stopped after its checkpoint and
+// resumed gives the losses and the weights of the uninterrupted run, bit for
+// bit (model, AdamW moments, the batch sampler and libtorch's generator, which
+// the context augmentation draws from, all restored).
+TEST(PretrainTest, ResumedRunEqualsTheUninterruptedOne) {
+  TempDir dir, ck;
+  LmPretrainConfig c = tiny_opt_pretraining(dir);
+  c.texts = corpus();
+  c.steps = 12;
+  c.batch_size = 8;
+  c.max_len = 40;
+  c.optim = fast_optim(c.steps, 1e-2);
+  c.seed = 3;
+  c.context = ContextAugment{0.5, 0.3, 0.1, 12};
+  const auto straight = pretrain_language_model(c);
+
+  c.checkpoint_dir = ck.path() + "/checkpoint";
+  c.save_every = 4;
+  c.resume = true;  // nothing there yet: a fresh start
+  struct Stop {};
+  EXPECT_THROW(pretrain_language_model(c, [](int64_t step, double) {
+                 if (step == 10) throw Stop{};
+               }),
+               Stop);
+  const auto resumed = pretrain_language_model(c);
+  EXPECT_EQ(resumed.resumed_from, 8);
+  EXPECT_EQ(resumed.losses, straight.losses);
+  auto a = straight.model->named_parameters(true), b = resumed.model->named_parameters(true);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i].value(), b[i].value())) << a[i].key();
+
+  // A crash between moving the old checkpoint aside and putting the new one in
+  // place leaves "<dir>.prev": it is found.
+  std::filesystem::rename(c.checkpoint_dir, c.checkpoint_dir + ".prev");
+  EXPECT_EQ(pretrain_language_model(c).losses, straight.losses);
+
+  // Other settings than the checkpoint's name the field; a damaged one says so.
+  std::filesystem::rename(c.checkpoint_dir + ".prev", c.checkpoint_dir);
+  c.steps = 13;
+  EXPECT_THROW_WITH(pretrain_language_model(c), ConfigError, "written with steps 12, this run has 13");
+  c.steps = 12;
+  c.batch_size = 4;
+  EXPECT_THROW_WITH(pretrain_language_model(c), ConfigError, "batch_size");
+  c.batch_size = 8;
+  std::ofstream(c.checkpoint_dir + "/state.json") << "{\"step\": ";
+  EXPECT_THROW_WITH(pretrain_language_model(c), CheckpointError, "state.json' is damaged");
+  c.save_every = -1;
+  EXPECT_THROW_WITH(pretrain_language_model(c), ConfigError, "save_every must be >= 0");
+  c.save_every = 4;
+  c.checkpoint_dir.clear();
+  EXPECT_THROW_WITH(pretrain_language_model(c), ConfigError, "need a checkpoint_dir");
 }
 
 TEST(PretrainTest, TinyT5LearnsPrefixLmAndLoadsIntoBlip2) {
