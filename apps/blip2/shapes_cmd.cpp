@@ -5,6 +5,8 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 
@@ -32,7 +34,8 @@ struct PretrainFlags {
   // ContextAugment overrides (blip2/shapes/lm_pretrain.h); unset = its default (off).
   std::optional<double> context_noise, context_mix, context_drop;
   std::optional<int64_t> context_fill_to;
-  bool target_only = false, reference_init = false;
+  bool target_only = false, reference_init = false, resume = false;
+  int64_t save_every = 0;
   VitPretrainOptions vit;  // pretrain vit: gray copies, position heads
 };
 
@@ -83,9 +86,16 @@ int pretrain_lm(const PretrainFlags& f) {
   c.target_only = f.target_only;
   c.reference_init = f.reference_init;
   c.init_dir = f.init;
+  c.checkpoint_dir = (std::filesystem::path(f.out) / "checkpoint").string();
+  c.save_every = f.save_every;
+  c.resume = f.resume;
   PretrainReporter report(f);
   auto r = pretrain_language_model(c, report.on_step());
+  if (r.resumed_from > 0)
+    std::printf("resumed from the checkpoint of step %lld\n", static_cast<long long>(r.resumed_from));
   save_language_model(*r.model, f.out, f.tokenizer);
+  std::error_code ec;  // the finished model is saved: its checkpoint is no longer needed
+  std::filesystem::remove_all(c.checkpoint_dir, ec);
   report.finish(r.losses);
   std::printf("pretrained %s LM for %lld steps: loss %.4f -> %.4f; wrote %s\n", lm_family_name(cfg.text.family),
               static_cast<long long>(f.steps), r.losses.front(), r.losses.back(), f.out.c_str());
@@ -144,6 +154,13 @@ void add_pretrain_commands(Registry& r) {
   lm->add_option("--init", f->init,
                  "start from this `pretrain lm` output (same config) instead of from scratch: a curriculum's "
                  "next phase (the tokenizer must be the same)");
+  lm->add_option("--save-every", f->save_every,
+                 "write a checkpoint to OUT/checkpoint every N steps (model, optimizer, random streams; removed "
+                 "once the model is saved; 0 = none)")
+      ->capture_default_str();
+  lm->add_flag("--resume", f->resume,
+               "continue from OUT/checkpoint if one is there (same flags and corpus), giving the model an "
+               "uninterrupted run gives; otherwise start fresh");
   lm->add_flag("--reference-init", f->reference_init,
                "initialise as HF's _init_weights (T5: per-module scales, embeddings at std 1) instead of "
                "normal(0, 0.02) everywhere");
@@ -186,6 +203,7 @@ void add_shapes_commands(Registry& r) {
 
   struct Corpus {
     std::string out, vqa_template = OptLanguageModel::kVqaTemplate, style = "plain";
+    std::vector<std::string> repeats;
     int count = 1000;
     uint64_t seed = 11;
   };
@@ -194,8 +212,10 @@ void add_shapes_commands(Registry& r) {
                        "text-only LM corpus of unrendered train-split scenes: description -> caption, description -> "
                        "VQA-format question -> answer",
                        [c] {
+                         std::map<std::string, int> repeats;
+                         for (const auto& r : c->repeats) repeats.insert(shapes::parse_kind_repeat(r));
                          const auto lines = shapes::corpus_lines(c->count, c->seed, c->vqa_template,
-                                                                  shapes::parse_corpus_style(c->style));
+                                                                  shapes::parse_corpus_style(c->style), repeats);
                          std::string text;
                          for (const auto& l : lines) text += l + "\n";
                          write_atomic(c->out, text);
@@ -210,6 +230,9 @@ void add_shapes_commands(Registry& r) {
                      "description styles and orders, paraphrased and extra questions) or lookups (plus every "
                      "attribute look-up and yes/no binding question the spec can ask of each scene)")
       ->capture_default_str();
+  corpus->add_option("--repeat", c->repeats,
+                     "KIND=N: each line of that kind (caption, or a question: color_of_shape, shape_of_color, "
+                     "count, exists, size_of_shape, color_by_relation) N times in all, e.g. color_of_shape=5; repeatable");
   corpus->add_option("--template", c->vqa_template,
                      std::string("VQA prompt template, {} = the question (T5: \"") +
                          T5LanguageModel::kVqaTemplate + "\")")

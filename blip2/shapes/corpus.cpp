@@ -178,17 +178,53 @@ std::vector<std::string> lookup_scene_lines(const Scene& scene, Split split, con
   return lines;
 }
 
-std::vector<std::string> corpus_lines(int count, uint64_t seed, const std::string& vqa_template, CorpusStyle style) {
-  std::vector<std::string> lines = corpus_lines(count, seed, vqa_template);
-  if (style == CorpusStyle::kPlain) return lines;
-  for (int i = 0; i < count; ++i) {
-    std::mt19937_64 rng = scene_rng(seed, Split::kTrain, i);
-    const Scene scene = sample_scene(rng, 224, Split::kTrain);  // the plain corpus' scene i
-    std::mt19937_64 extra = scene_rng(~seed, Split::kTrain, i);  // its own stream for the extra draws
-    auto more = style == CorpusStyle::kLookups ? lookup_scene_lines(scene, Split::kTrain, vqa_template)
-                                               : varied_scene_lines(scene, extra, Split::kTrain, vqa_template);
-    for (auto& l : more) lines.push_back(std::move(l));
+std::pair<std::string, int> parse_kind_repeat(const std::string& text) {
+  const size_t eq = text.find('=');
+  int n = 0;
+  size_t used = 0;
+  try {
+    if (eq != std::string::npos) n = std::stoi(text.substr(eq + 1), &used);
+  } catch (const std::exception&) {
+    used = 0;
   }
+  if (eq == std::string::npos || eq == 0 || used == 0 || eq + 1 + used != text.size())
+    throw ConfigError("[shapes] a corpus repeat is KIND=N (e.g. color_of_shape=5), got '" + text + "'");
+  return {text.substr(0, eq), n};
+}
+
+std::vector<std::string> corpus_lines(int count, uint64_t seed, const std::string& vqa_template, CorpusStyle style,
+                                      const std::map<std::string, int>& repeats) {
+  static const std::set<std::string> kinds = {"caption", "color_of_shape", "shape_of_color",   "count",
+                                              "exists",  "size_of_shape",  "color_by_relation"};
+  for (const auto& [kind, n] : repeats) {
+    if (!kinds.count(kind)) {
+      std::string all;
+      for (const auto& k : kinds) all += (all.empty() ? "" : ", ") + k;
+      throw ConfigError("[shapes] no kind '" + kind + "' to repeat; the kinds are " + all);
+    }
+    if (n < 1 || n > 20)
+      throw ConfigError("[shapes] the corpus repeat of " + kind + " must be 1..20 (times in all), got " +
+                        std::to_string(n));
+  }
+  const auto plain = corpus_lines_with_kinds(count, seed, vqa_template);
+  std::vector<std::string> lines;
+  for (const auto& p : plain) lines.push_back(p.first);
+  if (style != CorpusStyle::kPlain)
+    for (int i = 0; i < count; ++i) {
+      std::mt19937_64 rng = scene_rng(seed, Split::kTrain, i);
+      const Scene scene = sample_scene(rng, 224, Split::kTrain);  // the plain corpus' scene i
+      std::mt19937_64 extra = scene_rng(~seed, Split::kTrain, i);  // its own stream for the extra draws
+      auto more = style == CorpusStyle::kLookups ? lookup_scene_lines(scene, Split::kTrain, vqa_template)
+                                                 : varied_scene_lines(scene, extra, Split::kTrain, vqa_template);
+      for (auto& l : more) lines.push_back(std::move(l));
+    }
+  int most = 1;
+  for (const auto& r : repeats) most = std::max(most, r.second);
+  for (int copy = 1; copy < most; ++copy)
+    for (const auto& [line, kind] : plain) {
+      const auto r = repeats.find(kind);
+      if (r != repeats.end() && copy < r->second) lines.push_back(line);
+    }
   return lines;
 }
 

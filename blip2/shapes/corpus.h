@@ -8,6 +8,7 @@
 // See docs/pretraining.md.
 #pragma once
 
+#include <map>
 #include <random>
 #include <string>
 #include <vector>
@@ -55,7 +56,18 @@ std::vector<std::string> lookup_scene_lines(const Scene& scene, Split split, con
 // varied_scene_lines (for kLookups, lookup_scene_lines) of the same `count`
 // scenes appended (their draws from a stream of their own, so the plain lines
 // stay exactly the plain corpus).
-// ConfigError as corpus_lines.
-std::vector<std::string> corpus_lines(int count, uint64_t seed, const std::string& vqa_template, CorpusStyle style);
+// `repeats` weights kinds of lines (a question's QuestionAnswer::kind, e.g.
+// {"color_of_shape", 5}, or "caption" for the description -> caption lines):
+// each plain line of that kind appears that many times in all, the extra copies after everything else in
+// corpus order, so a skill the LM learns slowly (binding an attribute to its
+// object) gets more of its steps. The other lines are unchanged.
+// ConfigError as corpus_lines, and naming the kind for an unknown one (the
+// list of kinds in the message) or a count outside 1..20.
+std::vector<std::string> corpus_lines(int count, uint64_t seed, const std::string& vqa_template, CorpusStyle style,
+                                      const std::map<std::string, int>& repeats = {});
+
+// "kind=N" (a `blip2 shapes corpus --repeat` value) as a repeats entry;
+// ConfigError naming the text when it is not of that form.
+std::pair<std::string, int> parse_kind_repeat(const std::string& text);
 
 }  // namespace blip2::shapes

@@ -443,17 +443,25 @@ std::vector<QuestionAnswer> scene_questions(const Scene& scene, std::mt19937_64&
 // ---- files ----
 
 std::vector<std::string> corpus_lines(int count, uint64_t seed, const std::string& vqa_template) {
+  std::vector<std::string> lines;
+  for (auto& [line, kind] : corpus_lines_with_kinds(count, seed, vqa_template)) lines.push_back(std::move(line));
+  return lines;
+}
+
+std::vector<std::pair<std::string, std::string>> corpus_lines_with_kinds(int count, uint64_t seed,
+                                                                         const std::string& vqa_template) {
   if (count < 0) throw ConfigError("[shapes] corpus count must be >= 0, got " + std::to_string(count));
   if (vqa_template.find("{}") == std::string::npos)
     throw ConfigError("[shapes] the VQA template '" + vqa_template + "' has no {} where the question goes");
-  std::vector<std::string> lines;
+  std::vector<std::pair<std::string, std::string>> lines;
   for (int i = 0; i < count; ++i) {
     std::mt19937_64 rng = scene_rng(seed, Split::kTrain, i);
     const Scene scene = sample_scene(rng, 224, Split::kTrain);
     const auto captions = scene_captions(scene);
-    for (const auto& c : captions) lines.push_back(c + "\t\t" + c);
+    for (const auto& c : captions) lines.emplace_back(c + "\t\t" + c, "caption");
     for (const auto& q : scene_questions(scene, rng, Split::kTrain))
-      lines.push_back(captions.front() + "\t" + text::fill_template(vqa_template, q.question) + "\t" + q.answer);
+      lines.emplace_back(captions.front() + "\t" + text::fill_template(vqa_template, q.question) + "\t" + q.answer,
+                         q.kind);
   }
   return lines;
 }

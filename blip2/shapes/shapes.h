@@ -144,5 +144,9 @@ void generate_split(const std::string& out_dir, Split split, int count, uint64_t
 // The context slot is where BLIP-2 puts the visual prompt. ConfigError for
 // count < 0 or a template without "{}".
 std::vector<std::string> corpus_lines(int count, uint64_t seed, const std::string& vqa_template);
+// The same lines, each with the kind of its question (QuestionAnswer::kind;
+// "caption" for a caption line).
+std::vector<std::pair<std::string, std::string>> corpus_lines_with_kinds(int count, uint64_t seed,
+                                                                         const std::string& vqa_template);
 
 }  // namespace blip2::shapes

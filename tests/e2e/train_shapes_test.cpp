@@ -1,6 +1,7 @@
 // The reduced shapes-world recipe (QUICK=1 scripts/train_shapes): every step
 // of issue 5's pipeline runs on real generated data, and the unimodal
 // pretraining learns. (Targets are the full recipe's business, not CI's.)
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -107,8 +108,10 @@ TEST(TrainShapesTest, QuickRecipeFromAnExistingStage1BundlesOnlyWhatItTrained) {
   EXPECT_NE(why.find("STAGE1_INIT skips stage 1, which the ablations retrain; set ABLATIONS=0 too"), std::string::npos)
       << why;
 
-  auto [status, out] = run(env + bundled_qformer + " ABLATIONS=0 T5_LM_LR=0.001 T5_LM_CONTEXT= " + src +
-                           "/scripts/train_shapes " + dir.file("out"));
+  // LM_REPEAT: the LMs read their corpora with those question kinds weighted; the tokenizers the plain ones.
+  auto [status, out] = run(env + bundled_qformer + " ABLATIONS=0 T5_LM_LR=0.001 T5_LM_CONTEXT= " +
+                           "LM_REPEAT=\"color_of_shape=3 exists=2\" S2_SEED=8 " + src + "/scripts/train_shapes " +
+                           dir.file("out"));
   ASSERT_EQ(status, 0) << out;
   EXPECT_NE(out.find("(STAGE1_INIT: stage 1 is " + retrieval + ")"), std::string::npos) << out;
   EXPECT_FALSE(std::filesystem::exists(dir.file("out/vit.safetensors")));
@@ -117,9 +120,22 @@ TEST(TrainShapesTest, QuickRecipeFromAnExistingStage1BundlesOnlyWhatItTrained) {
   yaml << std::ifstream(dir.file("out/stage2_t5.yaml")).rdbuf();
   EXPECT_NE(yaml.str().find("vision_init: " + retrieval + "/model.safetensors"), std::string::npos) << yaml.str();
   EXPECT_NE(yaml.str().find("init: " + retrieval), std::string::npos) << yaml.str();
+  EXPECT_NE(yaml.str().find("seed: 8"), std::string::npos) << yaml.str();
   auto read = [&](const std::string& f) { return nlohmann::json::parse(std::ifstream(dir.file("out/" + f))); };
   EXPECT_EQ(read("eval_retrieval_retrieval_test.json").at("count"), 16);
   EXPECT_EQ(read("eval_caption_t5_test.json").at("count"), 16);
+  for (const char* lm : {"opt", "t5"}) {
+    auto lines = [&](const std::string& f) {
+      std::vector<std::string> v;
+      std::ifstream in(dir.file("out/" + f));
+      for (std::string l; std::getline(in, l);) v.push_back(l);
+      return v;
+    };
+    const auto plain = lines(std::string("corpus_") + lm + ".txt"), weighted = lines(std::string("corpus_") + lm + "_lm.txt");
+    ASSERT_GT(plain.size(), 0u) << lm;
+    EXPECT_GT(weighted.size(), plain.size()) << lm;
+    EXPECT_TRUE(std::equal(plain.begin(), plain.end(), weighted.begin())) << lm;
+  }
 
   const std::string dest = dir.file("models");
   auto [bundled, blog] = run("ONLY=t5 " + src + "/scripts/bundle_shapes " + dir.file("out") + " " + dest);

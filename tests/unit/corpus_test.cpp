@@ -181,5 +181,45 @@ TEST(CorpusTest, LookupsAskEveryBindingOfTheSceneUnderItsCaption) {
   EXPECT_TRUE(std::equal(plain.begin(), plain.end(), lookups.begin())) << "the plain corpus comes first, unchanged";
 }
 
+// --repeat KIND=N: every plain line asking that kind of question N times in
+// all, the copies after the rest in corpus order; other lines once.
+TEST(CorpusTest, RepeatsWeightAQuestionKindAndNothingElse) {
+  const std::string tmpl = "Question: {} Answer:";
+  const auto plain = corpus_lines_with_kinds(200, 5, tmpl);
+  const auto lines = corpus_lines(200, 5, tmpl, CorpusStyle::kPlain, {{"color_of_shape", 3}, {"exists", 2}});
+  std::map<std::string, int> in_plain, in_weighted;
+  size_t colour = 0, exists = 0;
+  for (const auto& [line, kind] : plain) {
+    ++in_plain[line];
+    colour += kind == "color_of_shape";
+    exists += kind == "exists";
+    // The kinds are the questions' own (the spec's forms).
+    if (kind == "color_of_shape") EXPECT_NE(line.find("what color is the "), std::string::npos) << line;
+    if (kind == "exists") EXPECT_NE(line.find("is there a"), std::string::npos) << line;
+  }
+  ASSERT_GT(colour, 50u);
+  ASSERT_GT(exists, 100u);
+  EXPECT_EQ(lines.size(), plain.size() + 2 * colour + exists);
+  for (size_t i = 0; i < plain.size(); ++i) ASSERT_EQ(lines[i], plain[i].first) << "the plain corpus first";
+  for (const auto& l : lines) ++in_weighted[l];
+  for (const auto& [line, kind] : plain) {
+    const int times = kind == "color_of_shape" ? 3 : kind == "exists" ? 2 : 1;
+    EXPECT_EQ(in_weighted[line], times * in_plain[line]) << kind << ": " << line;
+  }
+  // Repeats with another style come after its lines.
+  const auto lookups = corpus_lines(200, 5, tmpl, CorpusStyle::kLookups);
+  const auto both = corpus_lines(200, 5, tmpl, CorpusStyle::kLookups, {{"exists", 2}});
+  ASSERT_EQ(both.size(), lookups.size() + exists);
+  EXPECT_TRUE(std::equal(lookups.begin(), lookups.end(), both.begin()));
+
+  EXPECT_EQ(parse_kind_repeat("size_of_shape=4"), std::make_pair(std::string("size_of_shape"), 4));
+  for (const char* bad : {"size_of_shape", "=4", "size_of_shape=", "size_of_shape=4x", "a=b"})
+    EXPECT_THROW_WITH(parse_kind_repeat(bad), ConfigError, "KIND=N");
+  EXPECT_THROW_WITH(corpus_lines(5, 5, tmpl, CorpusStyle::kPlain, {{"colour", 2}}), ConfigError,
+                    "no kind 'colour' to repeat; the kinds are caption, color_by_relation");
+  EXPECT_THROW_WITH(corpus_lines(5, 5, tmpl, CorpusStyle::kPlain, {{"count", 21}}), ConfigError, "1..20");
+  EXPECT_THROW_WITH(corpus_lines(5, 5, tmpl, CorpusStyle::kPlain, {{"count", 0}}), ConfigError, "1..20");
+}
+
 }  // namespace
 }  // namespace blip2::shapes
