@@ -88,6 +88,19 @@ OptimConfig fast_optim(int64_t steps, double lr) {
   return o;
 }
 
+// tiny_opt_pretraining on corpus(): batches of 8, rows of up to 40 tokens,
+// lr 1e-2, seed 3.
+LmPretrainConfig tiny_opt_on_corpus(const TempDir& dir, int64_t steps) {
+  LmPretrainConfig c = tiny_opt_pretraining(dir);
+  c.texts = corpus();
+  c.steps = steps;
+  c.batch_size = 8;
+  c.max_len = 40;
+  c.optim = fast_optim(steps, 1e-2);
+  c.seed = 3;
+  return c;
+}
+
 // Loads `dir`'s model.safetensors into a fresh Blip2Model and checks the LM
 // gives the pretrained model's logits.
 void expect_loads_identically(const Blip2Config& mc, LanguageModel& lm, const std::string& dir,
@@ -112,15 +125,9 @@ void expect_loads_identically(const Blip2Config& mc, LanguageModel& lm, const st
 
 TEST(PretrainTest, TinyOptLearnsAndLoadsIntoBlip2) {
   TempDir dir, out;
-  LmPretrainConfig c = tiny_opt_pretraining(dir);
+  LmPretrainConfig c = tiny_opt_on_corpus(dir, 60);
   auto mc = test::tiny_config("opt");
   mc.text = c.text;
-  c.texts = corpus();
-  c.steps = 60;
-  c.batch_size = 8;
-  c.max_len = 40;
-  c.optim = fast_optim(c.steps, 1e-2);
-  c.seed = 3;
   int64_t calls = 0;
   auto r = pretrain_language_model(c, [&](int64_t step, double) { EXPECT_EQ(step, ++calls); });
   ASSERT_EQ(r.losses.size(), 60u);
@@ -281,13 +288,7 @@ TEST(PretrainTest, TargetOnlyPredictsTheTargetAlone) {
 // the context augmentation draws from, all restored).
 TEST(PretrainTest, ResumedRunEqualsTheUninterruptedOne) {
   TempDir dir, ck;
-  LmPretrainConfig c = tiny_opt_pretraining(dir);
-  c.texts = corpus();
-  c.steps = 12;
-  c.batch_size = 8;
-  c.max_len = 40;
-  c.optim = fast_optim(c.steps, 1e-2);
-  c.seed = 3;
+  LmPretrainConfig c = tiny_opt_on_corpus(dir, 12);
   c.context = ContextAugment{0.5, 0.3, 0.1, 12};
   const auto straight = pretrain_language_model(c);
 
