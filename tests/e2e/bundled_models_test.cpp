@@ -8,6 +8,9 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <set>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "blip2/shapes/shapes.h"
 #include "e2e_util.h"
@@ -64,12 +67,28 @@ TEST_F(BundledModelsTest, ReadmeCommandsNeedOnlyAnImage) {
   const auto cap = nlohmann::json::parse(r.out);
   EXPECT_TRUE(std::regex_match(cap.at("text").get<std::string>(), caption_grammar())) << r.out;
 
-  // The default is the bundled OPT model. (Its answer to this question is not
-  // checked: zero-shot VQA through it is 73.5% accurate, docs/results.md.)
+  // The default is the bundled OPT model.
   r = run_cli("--verbose ask --json " + q(example()) + " 'what color is the star?'");
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.err.find("models/shapes/opt"), std::string::npos) << r.err;
   EXPECT_FALSE(nlohmann::json::parse(r.out).at("text").get<std::string>().empty()) << r.out;
+}
+
+// What the README says the bundled OPT model prints for its example (a large
+// purple star to the left of a small blue triangle, examples/shapes-1.png):
+// the right caption and the right answers to the questions the README shows
+// answered right (its wrong answer to "what shape is purple?" is not asserted).
+TEST_F(BundledModelsTest, ReadmeExampleIsCaptionedAndAnsweredRight) {
+  auto r = run_cli("caption --json " + q(example()));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out).at("text"), "a large purple star to the left of a small blue triangle");
+  for (const auto& [question, answer] : std::vector<std::pair<std::string, std::string>>{
+           {"what color is the star?", "purple"}, {"is there a purple star?", "yes"},
+           {"how many shapes are there?", "two"}}) {
+    r = run_cli("ask --json " + q(example()) + " " + q(question));
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(nlohmann::json::parse(r.out).at("text"), answer) << question;
+  }
 }
 
 TEST_F(BundledModelsTest, T5AndRetrievalModelsRunAndKeepTheirQuality) {
