@@ -232,7 +232,8 @@ void add_shapes_commands(Registry& r) {
       ->capture_default_str();
   corpus->add_option("--repeat", c->repeats,
                      "KIND=N: each line of that kind (caption, or a question: color_of_shape, shape_of_color, "
-                     "count, exists, size_of_shape, color_by_relation) N times in all, e.g. color_of_shape=5; repeatable");
+                     "count, exists, size_of_shape, color_by_relation) N times in all, e.g. color_of_shape=5; "
+                     "repeatable");
   corpus->add_option("--template", c->vqa_template,
                      std::string("VQA prompt template, {} = the question (T5: \"") +
                          T5LanguageModel::kVqaTemplate + "\")")

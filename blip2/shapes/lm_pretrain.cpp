@@ -174,8 +174,9 @@ void save_checkpoint(const LmPretrainConfig& c, const LanguageModel& model, torc
     fs::remove_all(prev);
   } catch (const std::exception& e) {
     fs::remove_all(tmp, ec);
-    throw Error("[pretrain_language_model] the checkpoint at step " + std::to_string(step) + " could not be written to '" +
-                c.checkpoint_dir + "': " + first_line(e.what()) + " (free space or choose another --out)");
+    throw Error("[pretrain_language_model] the checkpoint at step " + std::to_string(step) +
+                " could not be written to '" + c.checkpoint_dir + "': " + first_line(e.what()) +
+                " (free space or choose another --out)");
   }
 }
 

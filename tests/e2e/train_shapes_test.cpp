@@ -131,7 +131,8 @@ TEST(TrainShapesTest, QuickRecipeFromAnExistingStage1BundlesOnlyWhatItTrained) {
       for (std::string l; std::getline(in, l);) v.push_back(l);
       return v;
     };
-    const auto plain = lines(std::string("corpus_") + lm + ".txt"), weighted = lines(std::string("corpus_") + lm + "_lm.txt");
+    const auto plain = lines(std::string("corpus_") + lm + ".txt");
+    const auto weighted = lines(std::string("corpus_") + lm + "_lm.txt");
     ASSERT_GT(plain.size(), 0u) << lm;
     EXPECT_GT(weighted.size(), plain.size()) << lm;
     EXPECT_TRUE(std::equal(plain.begin(), plain.end(), weighted.begin())) << lm;
