@@ -380,16 +380,17 @@ at::Tensor FeatureCache::features(const std::vector<int64_t>& records, const at:
     }
   }
   if (!missing.empty()) {
-    const auto M = static_cast<int64_t>(missing.size());
-    const auto px = M == B ? pixel_values
-                           : pixel_values.index_select(0, torch::tensor(missing, torch::kLong).to(pixel_values.device()));
-    const auto computed = compute(px);  // (M, N, Dv)
-    for (int64_t m = 0; m < M; ++m) {
-      const auto b = static_cast<size_t>(missing[static_cast<size_t>(m)]);
-      rows[b] = computed[m];
-      put(records[b], rows[b]);
+    // The tower runs on the whole batch, as without the cache: a GEMM's
+    // rounding can depend on how many rows it has (OpenBLAS's AVX2 kernels
+    // treat the rows of a partial block apart), so features computed for a
+    // subset of the batch would differ in the last bits. Only the missing rows
+    // are taken (and stored); the cached ones stay as read.
+    const auto computed = compute(pixel_values);  // (B, N, Dv)
+    for (int64_t b : missing) {
+      rows[static_cast<size_t>(b)] = computed[b];
+      put(records[static_cast<size_t>(b)], rows[static_cast<size_t>(b)]);
     }
-    stats_.computed += M;
+    stats_.computed += static_cast<int64_t>(missing.size());
   }
   return torch::stack(rows);
 }

@@ -218,7 +218,11 @@ TEST_F(TrainCliTest, TwoProcessesShareTheFeatureCacheAndTrainAsWithoutIt) {
   double worst = 0;
   for (const auto& [n, t] : plain) worst = std::max(worst, (t - cached.at(n)).abs().max().item<double>());
   std::printf("  max |without cache - with cache| = %.3g\n", worst);
-  EXPECT_EQ(worst, 0);
+  // Bit for bit where a GEMM row's rounding does not depend on its place in
+  // the batch (AVX-512 machines measured 0); OpenBLAS's AVX2 kernels round a
+  // partial block's rows apart, and across ranks an image's features may come
+  // from a batch in which it stood elsewhere (3.8e-5 after 6 steps measured).
+  EXPECT_LT(worst, 1e-4);
   auto again = run_cli("launch --nproc 2 -- train --config " + q(with_data(write_recipe("again.yaml", 2, 6, 6), cache)));
   ASSERT_EQ(again.code, 0) << again.err;
   EXPECT_NE(again.out.find("this process read 12 images back, computed 0"), std::string::npos) << again.out;
