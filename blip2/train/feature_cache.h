@@ -71,8 +71,8 @@ class FeatureCache {
   // The features (B, N, Dv) of a batch's records, on pixel_values' device:
   // cached rows read back; when any row is missing, `compute` runs once on the
   // whole of pixel_values (B, C, H, W), as training without the cache does
-  // (bit for bit on every GEMM kernel), and the missing rows are taken from
-  // it and stored.
+  // (so the missing rows get the bits that run gives them), and the missing
+  // rows are taken from it and stored.
   at::Tensor features(const std::vector<int64_t>& records, const at::Tensor& pixel_values,
                       const std::function<at::Tensor(const at::Tensor&)>& compute);
   // One record's cached features (N, Dv) on the CPU, or an undefined tensor
