@@ -93,7 +93,8 @@ struct LmPretrainConfig {
   // gives the losses and the model an uninterrupted run gives; none found = a
   // fresh start. ConfigError: save_every < 0, save_every or resume without a
   // checkpoint_dir, or a checkpoint written with other steps, batch size,
-  // seed, corpus size or model type (naming the field and both values).
+  // seed, corpus size, max_len, learning rate or target_only (naming the
+  // field and both values; other dimensions fail as CheckpointError on load).
   std::string checkpoint_dir;
   int64_t save_every = 0;
   bool resume = false;
