@@ -60,7 +60,8 @@ std::vector<std::string> lookup_scene_lines(const Scene& scene, Split split, con
 // {"color_of_shape", 5}, or "caption" for the description -> caption lines):
 // each plain line of that kind appears that many times in all, the extra
 // copies after everything else in corpus order, so a skill the LM learns
-// slowly (binding an attribute to its object) gets more of its steps. The other lines are unchanged.
+// slowly (binding an attribute to its object) gets more of its steps. The
+// other lines are unchanged.
 // ConfigError as corpus_lines, and naming the kind for an unknown one (the
 // list of kinds in the message) or a count outside 1..20.
 std::vector<std::string> corpus_lines(int count, uint64_t seed, const std::string& vqa_template, CorpusStyle style,
