@@ -175,11 +175,17 @@ void add_tool_commands(Registry& r) {
 
   struct TokTrain {
     std::string corpus, out;
+    std::optional<std::string> spm_model;
     TokenizerTrainOptions options;
   };
   auto tt = std::make_shared<TokTrain>();
   auto* tokenizer = r.group("tokenizer", "train a small tokenizer from a corpus");
   auto* tok_train = r.add(tokenizer, "train", "wordpiece (Q-Former), bpe (OPT) or sentencepiece (T5)", [tt] {
+    if (tt->spm_model) {
+      if (tt->options.kind != "sentencepiece")
+        throw ConfigError("--spm-model applies to --kind sentencepiece only, not '" + tt->options.kind + "'");
+      tt->options.spm_model = parse_sentencepiece_model(*tt->spm_model, "--spm-model");
+    }
     auto rep = train_tokenizer(read_corpus_texts(tt->corpus), tt->out, tt->options);
     std::printf("wrote a %s tokenizer of %lld tokens to %s\n", tt->options.kind.c_str(),
                 static_cast<long long>(rep.vocab_size), tt->out.c_str());
@@ -189,6 +195,9 @@ void add_tool_commands(Registry& r) {
   tok_train->add_option("--corpus", tt->corpus, "text file, one text per line (or per tab-separated field)")
       ->required();
   tok_train->add_option("--vocab-size", tt->options.vocab_size, "target vocabulary size (bpe, sentencepiece)");
+  tok_train->add_option("--spm-model", tt->spm_model,
+                        "sentencepiece: unigram (T5's own; on a small repetitive corpus it keeps few pieces) or bpe "
+                        "(whole words) (default unigram)");
   tok_train->add_option("--out", tt->out, "output directory")->required();
 
   struct Plot {

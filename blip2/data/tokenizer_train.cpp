@@ -134,7 +134,7 @@ TokenizerTrainReport train_bpe(const std::vector<std::string>& texts, const fs::
 }
 
 TokenizerTrainReport train_sentencepiece(const std::vector<std::string>& texts, const fs::path& dir,
-                                         int64_t vocab_size) {
+                                         int64_t vocab_size, SentencePieceModel model) {
   const fs::path corpus = dir / ".spm_corpus.txt";
   {
     std::string all;
@@ -143,7 +143,8 @@ TokenizerTrainReport train_sentencepiece(const std::vector<std::string>& texts, 
   }
   SpmModel::train("--input=" + corpus.string() + " --model_prefix=" + (dir / "spiece").string() +
                   " --vocab_size=" + std::to_string(vocab_size) +
-                  " --model_type=unigram --character_coverage=1.0 --hard_vocab_limit=false"
+                  " --model_type=" + (model == SentencePieceModel::kBpe ? "bpe" : "unigram") +
+                  " --character_coverage=1.0 --hard_vocab_limit=false"
                   " --pad_id=0 --eos_id=1 --unk_id=2 --bos_id=-1");
   fs::remove(corpus);
   fs::remove(dir / "spiece.vocab");
@@ -152,6 +153,12 @@ TokenizerTrainReport train_sentencepiece(const std::vector<std::string>& texts, 
 }
 
 }  // namespace
+
+SentencePieceModel parse_sentencepiece_model(const std::string& name, const std::string& what) {
+  if (name == "unigram") return SentencePieceModel::kUnigram;
+  if (name == "bpe") return SentencePieceModel::kBpe;
+  throw ConfigError(what + " '" + name + "' is not one of unigram, bpe");
+}
 
 TokenizerTrainReport train_tokenizer(const std::vector<std::string>& texts, const std::string& out_dir,
                                      const TokenizerTrainOptions& o) {
@@ -167,7 +174,7 @@ TokenizerTrainReport train_tokenizer(const std::vector<std::string>& texts, cons
     if (o.vocab_size < 16)
       throw ConfigError("--vocab-size " + std::to_string(o.vocab_size) + " is too small (at least 16)");
     return o.kind == "bpe" ? train_bpe(nonempty, out_dir, o.vocab_size)
-                           : train_sentencepiece(nonempty, out_dir, o.vocab_size);
+                           : train_sentencepiece(nonempty, out_dir, o.vocab_size, o.spm_model);
   }
   throw ConfigError("tokenizer kind '" + o.kind + "' is not one of wordpiece, bpe, sentencepiece");
 }

@@ -68,11 +68,32 @@ TEST(TokenizerTrainTest, SentencePieceFollowsT5Conventions) {
   EXPECT_EQ(tok->decode(ids, true), "a small red circle");
 }
 
+TEST(TokenizerTrainTest, SentencePieceBpeLearnsWholeWords) {
+  test::TempDir dir;
+  std::vector<std::string> texts;
+  for (int i = 0; i < 10; ++i)
+    for (const auto& t : corpus()) texts.push_back(t);
+  TokenizerTrainOptions o{"sentencepiece", 200};
+  o.spm_model = SentencePieceModel::kBpe;
+  train_tokenizer(texts, dir.path(), o);
+  auto tok = load_tokenizer(dir.path());
+  EXPECT_EQ(tok->kind(), "sentencepiece");
+  // Every word of the question is one piece: what color is the star ?
+  EXPECT_EQ(tok->tokenize("what color is the star?").size(), 6u);
+  auto ids = tok->encode("a small red circle", true);
+  EXPECT_EQ(ids.size(), 5u);  // four words and </s>
+  EXPECT_EQ(ids.back(), 1);
+  for (const auto& t : corpus()) EXPECT_EQ(tok->decode(tok->encode(t, true), true), t) << t;
+}
+
 TEST(TokenizerTrainTest, BadRequestsAreNamed) {
   test::TempDir dir;
   EXPECT_THROW_WITH(train_tokenizer({"  ", ""}, dir.path(), {"bpe", 100}), InputError, "corpus is empty");
   EXPECT_THROW_WITH(train_tokenizer(corpus(), dir.path(), {"unigram", 100}), ConfigError, "'unigram' is not one of");
   EXPECT_THROW_WITH(train_tokenizer(corpus(), dir.path(), {"bpe", 3}), ConfigError, "too small");
+  EXPECT_THROW_WITH(parse_sentencepiece_model("word", "--spm-model"), ConfigError,
+                    "--spm-model 'word' is not one of unigram, bpe");
+  EXPECT_EQ(parse_sentencepiece_model("bpe", "--spm-model"), SentencePieceModel::kBpe);
 }
 
 }  // namespace
