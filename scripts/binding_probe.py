@@ -137,7 +137,9 @@ class Opt(nn.Module):
         super().__init__()
         self.head = None if tie else nn.Linear(D, V, bias=False)
         self.emb, self.pos = nn.Embedding(V, D), nn.Embedding(128, D)
-        self.rel = nn.Embedding(NB, H) if relative else None  # T5's causal buckets instead of positions
+        # T5's causal buckets in place of the learned positions. The position table is still built
+        # (it draws from the seed, as in the measured runs) and then unused.
+        self.rel = nn.Embedding(NB, H) if relative else None
         self.blocks = nn.ModuleList([OptBlock((D // H) ** -0.5 if scaled else 1.0) for _ in range(layers)])
         self.norm = nn.LayerNorm(D)
 
@@ -145,10 +147,10 @@ class Opt(nn.Module):
         ids, T = torch.cat([ei, di], 1), ei.shape[1] + di.shape[1]
         keep = torch.cat([em, torch.ones_like(di)], 1)
         b = torch.triu(torch.full((T, T), NEG), 1) + (1.0 - keep[:, None, None, :].float()) * NEG
+        x = self.emb(ids)
         if self.rel is None:
-            x = self.emb(ids) + self.pos(torch.arange(T))[None]
+            x = x + self.pos(torch.arange(T))[None]
         else:
-            x = self.emb(ids)
             b = b + self.rel(bucket(torch.arange(T)[None, :] - torch.arange(T)[:, None], False)).permute(2, 0, 1)[None]
         for blk in self.blocks:
             x = blk(x, b)
@@ -223,8 +225,9 @@ def main():
     m = T5(a.enc_layers, a.dec_layers, tie) if a.arch == "t5" else Opt(a.layers, tie, a.positions == "relative", not a.unscaled)
     # As `blip2 pretrain lm`: N(0, 0.02) weights, norms at 1, biases at 0; AdamW as its OptimConfig
     # (decay 0.05 on matrices), warm-up 5% then cosine to 10% of the peak.
+    modules = dict(m.named_modules())
     for name, p in m.named_parameters():
-        if isinstance(dict(m.named_modules()).get(name.rsplit(".", 1)[0]), (RMSNorm, nn.LayerNorm)):
+        if isinstance(modules[name.rsplit(".", 1)[0]], (RMSNorm, nn.LayerNorm)):
             continue
         nn.init.zeros_(p) if p.dim() == 1 else nn.init.normal_(p, 0, 0.02)
     q = [p for n, p in m.named_parameters() if n.split(".")[-2] == "q"]
