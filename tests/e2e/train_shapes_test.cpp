@@ -6,6 +6,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "blip2/data/tokenizer.h"
 #include "e2e_util.h"
 
 namespace blip2 {
@@ -103,14 +104,24 @@ TEST(TrainShapesTest, QuickRecipeFromAnExistingStage1BundlesOnlyWhatItTrained) {
   auto [bad_qf, bad_qf_why] = run(env + " ABLATIONS=0 QFORMER=128 " + src + "/scripts/train_shapes " + dir.file("out"));
   EXPECT_NE(bad_qf, 0);
   EXPECT_NE(bad_qf_why.find("QFORMER='128' must be two positive integers, HIDDEN LAYERS"), std::string::npos) << bad_qf_why;
+  auto [bad_b, bad_b_why] = run(env + " ABLATIONS=0 T5_BUCKETS=32 " + src + "/scripts/train_shapes " + dir.file("out"));
+  EXPECT_NE(bad_b, 0);
+  EXPECT_NE(bad_b_why.find("T5_BUCKETS='32' must be two positive integers, NUM MAX_DISTANCE"), std::string::npos)
+      << bad_b_why;
+  auto [bad_spm, bad_spm_why] =
+      run(env + " ABLATIONS=0 T5_SPM_MODEL=word " + src + "/scripts/train_shapes " + dir.file("out"));
+  EXPECT_NE(bad_spm, 0);
+  EXPECT_NE(bad_spm_why.find("T5_SPM_MODEL='word' must be unigram or bpe"), std::string::npos) << bad_spm_why;
   auto [refused, why] = run(env + " " + src + "/scripts/train_shapes " + dir.file("out"));
   EXPECT_NE(refused, 0);
   EXPECT_NE(why.find("STAGE1_INIT skips stage 1, which the ablations retrain; set ABLATIONS=0 too"), std::string::npos)
       << why;
 
   // LM_REPEAT: the LMs read their corpora with those question kinds weighted; the tokenizers the plain ones.
+  // The T5's own settings: a BPE sentencepiece tokenizer, 32 buckets, context distillation in stage 2.
   auto [status, out] = run(env + bundled_qformer + " ABLATIONS=0 T5_LM_LR=0.001 T5_LM_CONTEXT= " +
-                           "LM_REPEAT=\"color_of_shape=3 exists=2\" S2_SEED=8 " + src + "/scripts/train_shapes " +
+                           "LM_REPEAT=\"color_of_shape=3 exists=2\" S2_SEED=8 T5_SPM_MODEL=bpe T5_VOCAB=300 " +
+                           "T5_BUCKETS=\"32 128\" T5_CONTEXT_DISTILL=0.5 " + src + "/scripts/train_shapes " +
                            dir.file("out"));
   ASSERT_EQ(status, 0) << out;
   EXPECT_NE(out.find("(STAGE1_INIT: stage 1 is " + retrieval + ")"), std::string::npos) << out;
@@ -121,9 +132,25 @@ TEST(TrainShapesTest, QuickRecipeFromAnExistingStage1BundlesOnlyWhatItTrained) {
   EXPECT_NE(yaml.str().find("vision_init: " + retrieval + "/model.safetensors"), std::string::npos) << yaml.str();
   EXPECT_NE(yaml.str().find("init: " + retrieval), std::string::npos) << yaml.str();
   EXPECT_NE(yaml.str().find("seed: 8"), std::string::npos) << yaml.str();
+  EXPECT_NE(yaml.str().find("context_distill: 0.5"), std::string::npos) << yaml.str();
+  std::stringstream opt_yaml;
+  opt_yaml << std::ifstream(dir.file("out/stage2_opt.yaml")).rdbuf();
+  EXPECT_EQ(opt_yaml.str().find("context_distill"), std::string::npos) << opt_yaml.str();
   auto read = [&](const std::string& f) { return nlohmann::json::parse(std::ifstream(dir.file("out/" + f))); };
   EXPECT_EQ(read("eval_retrieval_retrieval_test.json").at("count"), 16);
   EXPECT_EQ(read("eval_caption_t5_test.json").at("count"), 16);
+  {
+    std::string latest;
+    std::ifstream(dir.file("out/runs/stage2_t5/latest")) >> latest;
+    const auto t5 = read("runs/stage2_t5/" + latest + "/config.json").at("text_config");
+    EXPECT_EQ(t5.at("relative_attention_num_buckets"), 32);
+    EXPECT_EQ(t5.at("relative_attention_max_distance"), 128);
+    const auto qf = read("runs/stage2_t5/" + latest + "/config.json").at("qformer_config");
+    EXPECT_EQ(qf.at("hidden_size"), 128);  // QFORMER's sizes kept beside the buckets
+    // T5_SPM_MODEL=bpe: the question's words are whole pieces (unigram spells "what" letter by letter).
+    const auto tok = load_tokenizer(dir.file("out/tok/t5"));
+    EXPECT_EQ(tok->tokenize("what color is the star?").size(), 6u);
+  }
   for (const char* lm : {"opt", "t5"}) {
     auto lines = [&](const std::string& f) {
       std::vector<std::string> v;
