@@ -150,6 +150,7 @@ TEST(TrainShapesTest, QuickRecipeFromAnExistingStage1BundlesOnlyWhatItTrained) {
     // T5_SPM_MODEL=bpe: the question's words are whole pieces (unigram spells "what" letter by letter).
     const auto tok = load_tokenizer(dir.file("out/tok/t5"));
     EXPECT_EQ(tok->tokenize("what color is the star?").size(), 6u);
+    EXPECT_EQ(tok->vocab_size(), 300);  // T5_VOCAB (the default would give 200)
   }
   for (const char* lm : {"opt", "t5"}) {
     auto lines = [&](const std::string& f) {
