@@ -113,7 +113,9 @@ std::vector<TextResult> Pipeline::generate_with_qformer_text(const std::vector<I
     size_t longest = 0;
     for (int64_t b = 0; b < B; ++b) {
       const std::string& p = prompts.empty() ? std::string() : prompts[static_cast<size_t>(b)];
-      auto r = (p.empty() && !decoder_only) ? std::vector<int64_t>{} : s.tokenizer->encode(p, true);
+      // An empty prompt is still encoded: T5's gives the </s> its training put
+      // after the queries (LAVIS's t5_tokenizer("") is [</s>] too), OPT's the BOS.
+      auto r = s.tokenizer->encode(p, true);
       longest = std::max(longest, r.size());
       rows.push_back(std::move(r));
     }
