@@ -112,18 +112,41 @@ TEST(TrainShapesTest, QuickRecipeFromAnExistingStage1BundlesOnlyWhatItTrained) {
       run(env + " ABLATIONS=0 T5_SPM_MODEL=word " + src + "/scripts/train_shapes " + dir.file("out"));
   EXPECT_NE(bad_spm, 0);
   EXPECT_NE(bad_spm_why.find("T5_SPM_MODEL='word' must be unigram or bpe"), std::string::npos) << bad_spm_why;
+  auto [bad_then, bad_then_why] =
+      run(env + " ABLATIONS=0 T5_LM_THEN=4000 " + src + "/scripts/train_shapes " + dir.file("out"));
+  EXPECT_NE(bad_then, 0);
+  EXPECT_NE(bad_then_why.find("T5_LM_THEN='4000' must be STEPS LR"), std::string::npos) << bad_then_why;
   auto [refused, why] = run(env + " " + src + "/scripts/train_shapes " + dir.file("out"));
   EXPECT_NE(refused, 0);
   EXPECT_NE(why.find("STAGE1_INIT skips stage 1, which the ablations retrain; set ABLATIONS=0 too"), std::string::npos)
       << why;
 
   // LM_REPEAT: the LMs read their corpora with those question kinds weighted; the tokenizers the plain ones.
-  // The T5's own settings: a BPE sentencepiece tokenizer, 32 buckets, context distillation in stage 2.
+  // The T5's own settings: a BPE sentencepiece tokenizer, 32 buckets, context distillation in stage 2,
+  // and a second pretraining (with context noise) from the first.
   auto [status, out] = run(env + bundled_qformer + " ABLATIONS=0 T5_LM_LR=0.001 T5_LM_CONTEXT= " +
                            "LM_REPEAT=\"color_of_shape=3 exists=2\" S2_SEED=8 T5_SPM_MODEL=bpe T5_VOCAB=300 " +
-                           "T5_BUCKETS=\"32 128\" T5_CONTEXT_DISTILL=0.5 " + src + "/scripts/train_shapes " +
+                           "T5_BUCKETS=\"32 128\" T5_CONTEXT_DISTILL=0.5 T5_LM_THEN=\"12 0.0004\" " +
+                           "T5_LM_THEN_CONTEXT=\"--context-noise 0.5\" " + src + "/scripts/train_shapes " +
                            dir.file("out"));
   ASSERT_EQ(status, 0) << out;
+  {  // T5_LM_THEN: lm_t5_first (QUICK's 30 steps), then lm_t5 (12 steps from it), which stage 2 reads.
+    auto losses = [&](const std::string& f) {
+      std::vector<double> v;
+      std::ifstream in(dir.file("out/" + f));
+      for (std::string l; std::getline(in, l);) v.push_back(nlohmann::json::parse(l).at("loss").get<double>());
+      return v;
+    };
+    const auto first = losses("lm_t5_first_metrics.jsonl"), then = losses("lm_t5_metrics.jsonl");
+    ASSERT_EQ(first.size(), 30u);
+    ASSERT_EQ(then.size(), 12u);
+    EXPECT_LT(then.front(), 0.8 * first.front());  // it starts where the first one ended, not from random weights
+    EXPECT_TRUE(std::filesystem::exists(dir.file("out/lm_t5_first/model.safetensors")));
+    std::stringstream t5_yaml;
+    t5_yaml << std::ifstream(dir.file("out/stage2_t5.yaml")).rdbuf();
+    EXPECT_NE(t5_yaml.str().find("language_model_init: " + dir.file("out/lm_t5") + "\n"), std::string::npos)
+        << t5_yaml.str();
+  }
   EXPECT_NE(out.find("(STAGE1_INIT: stage 1 is " + retrieval + ")"), std::string::npos) << out;
   EXPECT_FALSE(std::filesystem::exists(dir.file("out/vit.safetensors")));
   EXPECT_FALSE(std::filesystem::exists(dir.file("out/runs/stage1")));
