@@ -23,11 +23,11 @@ using test::q;
 using test::run_cli;
 
 // Floors well below what the bundled models measure on these 60 images (the
-// first 60 of the test split: TR@5 100, VQA accuracy 0.78 (OPT) and 0.69 (T5), CIDEr-D
-// 8.5 (OPT) and 8.6 (T5); docs/results.md has the 500-image numbers): they catch a broken
-// inference path (garbage scores near 0; T5 captions without the encoder's </s>: CIDEr-D
-// 2.7) or a model that lost its zero-shot VQA (the OPT bundle before context augmentation
-// scored 0.32; an earlier T5 bundle 0.37 on the 500), not noise.
+// first 60 of the test split: TR@5 100, VQA accuracy 0.78 (OPT and T5), CIDEr-D 8.5 (OPT)
+// and 8.7 (T5); docs/results.md has the 500-image numbers): they catch a broken inference
+// path (garbage scores near 0; T5 captions without the encoder's </s>: CIDEr-D 0.7) or a
+// model that lost its zero-shot VQA (the OPT bundle before context augmentation scored 0.32;
+// an earlier T5 bundle 0.37 on the 500), not noise.
 constexpr double kTr5Floor = 80.0, kVqaFloor = 0.45, kCiderFloor = 3.0;
 
 std::string models() { return std::string(BLIP2_SOURCE_DIR) + "/models/shapes"; }
@@ -96,7 +96,7 @@ TEST_F(BundledModelsTest, T5AndRetrievalModelsRunAndKeepTheirQuality) {
   const std::string data = q(d.file("test"));
 
   // T5 captions from its first word: the encoder reads the queries and the </s> that an empty
-  // prompt encodes to, as in stage 2 (without the </s> this model says "star").
+  // prompt encodes to, as in stage 2 (without the </s> this model says "triangle").
   auto r = run_cli("caption --json --model " + q(models() + "/t5") + " " + q(example()));
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(nlohmann::json::parse(r.out).at("text"), "a large purple star to the left of a small blue triangle");
