@@ -12,6 +12,14 @@
 namespace blip2 {
 namespace {
 
+// The "loss" of each line of a metrics.jsonl file, in order.
+std::vector<double> logged_losses(const std::string& path) {
+  std::vector<double> loss;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) loss.push_back(nlohmann::json::parse(line).at("loss").get<double>());
+  return loss;
+}
+
 TEST(TrainShapesTest, QuickRecipeRunsEveryStageAndLearns) {
   test::TempDir dir;
   const std::string log = dir.file("log");
@@ -69,9 +77,7 @@ TEST(TrainShapesTest, QuickRecipeRunsEveryStageAndLearns) {
     }
   // Both stages learn: the logged loss falls from the first entry to the last.
   for (const char* run : {"stage1", "stage1_no_itg", "stage2_opt", "stage2_t5", "stage2_opt_no_stage1"}) {
-    std::ifstream m(dir.file(std::string("out/runs/") + run + "/metrics.jsonl"));
-    std::vector<double> loss;
-    for (std::string line; std::getline(m, line);) loss.push_back(nlohmann::json::parse(line).at("loss").get<double>());
+    const auto loss = logged_losses(dir.file(std::string("out/runs/") + run + "/metrics.jsonl"));
     ASSERT_GE(loss.size(), 3u) << run;
     EXPECT_LT(loss.back(), loss.front()) << run;
   }
@@ -116,6 +122,13 @@ TEST(TrainShapesTest, QuickRecipeFromAnExistingStage1BundlesOnlyWhatItTrained) {
       run(env + " ABLATIONS=0 T5_LM_THEN=4000 " + src + "/scripts/train_shapes " + dir.file("out"));
   EXPECT_NE(bad_then, 0);
   EXPECT_NE(bad_then_why.find("T5_LM_THEN='4000' must be STEPS LR"), std::string::npos) << bad_then_why;
+  // T5_LM_THEN_CONTEXT's flags reach the second pretraining: an invalid one stops the run there.
+  auto [bad_ctx, bad_ctx_why] = run(env + bundled_qformer + " ABLATIONS=0 T5_LM_THEN=\"2 0.0004\" " +
+                                    "T5_LM_THEN_CONTEXT=\"--context-noise -1\" " + src + "/scripts/train_shapes " +
+                                    dir.file("ctx"));
+  EXPECT_NE(bad_ctx, 0);
+  EXPECT_NE(bad_ctx_why.find("context.noise must be >= 0"), std::string::npos) << bad_ctx_why;
+  EXPECT_TRUE(std::filesystem::exists(dir.file("ctx/lm_t5_first/model.safetensors"))) << bad_ctx_why;
   auto [refused, why] = run(env + " " + src + "/scripts/train_shapes " + dir.file("out"));
   EXPECT_NE(refused, 0);
   EXPECT_NE(why.find("STAGE1_INIT skips stage 1, which the ablations retrain; set ABLATIONS=0 too"), std::string::npos)
@@ -131,13 +144,8 @@ TEST(TrainShapesTest, QuickRecipeFromAnExistingStage1BundlesOnlyWhatItTrained) {
                            dir.file("out"));
   ASSERT_EQ(status, 0) << out;
   {  // T5_LM_THEN: lm_t5_first (QUICK's 30 steps), then lm_t5 (12 steps from it), which stage 2 reads.
-    auto losses = [&](const std::string& f) {
-      std::vector<double> v;
-      std::ifstream in(dir.file("out/" + f));
-      for (std::string l; std::getline(in, l);) v.push_back(nlohmann::json::parse(l).at("loss").get<double>());
-      return v;
-    };
-    const auto first = losses("lm_t5_first_metrics.jsonl"), then = losses("lm_t5_metrics.jsonl");
+    const auto first = logged_losses(dir.file("out/lm_t5_first_metrics.jsonl"));
+    const auto then = logged_losses(dir.file("out/lm_t5_metrics.jsonl"));
     ASSERT_EQ(first.size(), 30u);
     ASSERT_EQ(then.size(), 12u);
     EXPECT_LT(then.front(), 0.8 * first.front());  // it starts where the first one ended, not from random weights
