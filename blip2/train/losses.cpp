@@ -89,7 +89,8 @@ torch::Tensor hidden_state_distance(const std::vector<torch::Tensor>& student, c
 
 torch::Tensor context_distance(LanguageModel& lm, const Blip2ForwardOutput& f, const torch::Tensor& text_mask,
                                const std::vector<std::string>& captions, const Tokenizer& tok, int64_t pad,
-                               const torch::Tensor& decoder_input_ids, const torch::Tensor& decoder_mask) {
+                               const torch::Tensor& decoder_input_ids, const torch::Tensor& decoder_mask,
+                               double encoder_weight, bool fill) {
   const bool enc_dec = lm.is_encoder_decoder();
   if ((enc_dec ? f.lm.decoder_hidden_states : f.lm.hidden_states).empty() ||
       (enc_dec && (!decoder_input_ids.defined() || !decoder_mask.defined())))
@@ -118,16 +119,39 @@ torch::Tensor context_distance(LanguageModel& lm, const Blip2ForwardOutput& f, c
   }
   // Encoder-decoder (relative positions): the caption's tokens, as many as
   // it has, right before the text; the context slot is padded (masked) in
-  // front, so each token keeps its distance to the text.
-  const auto slots = caption_slots(tok, captions, 0, pad, true);
+  // front, so each token keeps its distance to the text. With `fill`: the
+  // caption's tokens then zero vectors up to Q positions, every one attended
+  // (the context as pretraining with fillers read it); a longer caption has
+  // no teacher.
+  const auto slots = fill ? caption_slots(tok, captions, Q, pad, false) : caption_slots(tok, captions, 0, pad, true);
   {
     torch::NoGradGuard g;
-    const auto context = lm.embed_tokens(slots.ids.to(text.device())).to(text.scalar_type());
-    const auto mask = torch::cat({slots.real.to(text_mask.device(), text_mask.scalar_type()), text_mask}, 1);
+    auto context = lm.embed_tokens(slots.ids.to(text.device())).to(text.scalar_type());
+    torch::Tensor mask;
+    if (fill) {
+      context = context * slots.real.to(text.device(), text.scalar_type()).unsqueeze(-1);
+      mask = f.attention_mask;
+    } else {
+      mask = torch::cat({slots.real.to(text_mask.device(), text_mask.scalar_type()), text_mask}, 1);
+    }
     teacher = lm.forward(torch::cat({context, text}, 1), mask, decoder_input_ids, true);
   }
-  return hidden_state_distance(f.lm.decoder_hidden_states, teacher.decoder_hidden_states,
-                               decoder_mask.to(opts));
+  const auto fits = fill ? slots.fits.to(opts).unsqueeze(1) : torch::ones({B, 1}, opts);
+  const auto decoder = hidden_state_distance(f.lm.decoder_hidden_states, teacher.decoder_hidden_states,
+                                             decoder_mask.to(opts) * fits);
+  if (encoder_weight <= 0) return decoder;
+  // The encoder's states at the text positions (the prompt and prefix after
+  // the context, as a question sits after it at VQA): the student's text
+  // starts after its Q queries, the teacher's after its context slot.
+  const int64_t W = slots.ids.size(1);
+  auto tail = [](const std::vector<torch::Tensor>& hs, int64_t from) {
+    std::vector<torch::Tensor> out;
+    for (const auto& h : hs) out.push_back(h.slice(1, from));
+    return out;
+  };
+  return decoder + encoder_weight * hidden_state_distance(tail(f.lm.encoder_hidden_states, Q),
+                                                          tail(teacher.encoder_hidden_states, W),
+                                                          text_mask.to(opts) * fits);
 }
 
 namespace {
@@ -180,7 +204,8 @@ torch::Tensor prefix_lm_loss(Blip2ModelImpl& model, const ImageInput& image,
   auto f = model.forward_embeds(image_embeds(model, image), ids, mask, dec, true);
   return cross_entropy(f.lm.logits, labels, 0.0) +
          text.context_distill * context_distance(*model.language_model, f, mask, captions, *text.tokenizer, pad, dec,
-                                                 labels != -100);
+                                                 labels != -100, text.context_distill_encoder,
+                                                 text.context_distill_fill);
 }
 
 }  // namespace

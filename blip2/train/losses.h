@@ -64,6 +64,18 @@ struct Stage2Text {
   // queries to act on the LM as the description does, not only to make it
   // say the caption: the question path reads the same states.
   double context_distill = 0;
+  // Encoder-decoder with context_distill > 0: the encoder's states at the
+  // text positions (the prompt and prefix after the context, where a question
+  // sits at VQA) are compared too, this weight times their distance added to
+  // the decoder's (0 = the decoder's alone). Decoder-only LMs compare their
+  // text positions already.
+  double context_distill_encoder = 0;
+  // Encoder-decoder with context_distill > 0: the teacher reads the caption's
+  // tokens then zero vectors up to the queries' count, every position attended
+  // (the context slot of an LM pretrained with fillers, `pretrain lm
+  // --context-fill-to`), instead of the caption's tokens alone; captions
+  // longer than the queries are left out. Decoder-only LMs' teacher is always so.
+  bool context_distill_fill = false;
 };
 
 // How far the projected queries (B, Q, D) lie from the LM's input
@@ -83,10 +95,14 @@ torch::Tensor query_embedding_distance(LanguageModel& lm, const torch::Tensor& q
 // reads each caption's own token embeddings (no special tokens) in place of
 // the queries, as Stage2Text describes. 0 = the queries act on every layer
 // as the caption does. InputError without the hidden states (or, enc-dec,
-// the decoder inputs).
+// the decoder inputs). Encoder-decoder with encoder_weight > 0: + that
+// weight times the same distance over the encoder's layers at the text
+// positions (text_mask); with `fill`, the teacher's context as
+// Stage2Text::context_distill_fill describes.
 torch::Tensor context_distance(LanguageModel& lm, const Blip2ForwardOutput& f, const torch::Tensor& text_mask,
                                const std::vector<std::string>& captions, const Tokenizer& tok, int64_t pad,
-                               const torch::Tensor& decoder_input_ids = {}, const torch::Tensor& decoder_mask = {});
+                               const torch::Tensor& decoder_input_ids = {}, const torch::Tensor& decoder_mask = {},
+                               double encoder_weight = 0, bool fill = false);
 
 // The image-to-text objective of stage 2 (paper Sec. 3.3), for the model's
 // LM family. Decoder-only: prompt + caption + "\n"; BOS, prompt and pads are

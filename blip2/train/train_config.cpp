@@ -108,7 +108,9 @@ std::map<std::string, std::map<std::string, Setter>> schema(TrainConfig& c) {
         {"vqa_template", set(&c.vqa_template)},
         {"empty_prefix", set(&c.empty_prefix)},
         {"query_embed_reg", set(&c.query_embed_reg)},
-        {"context_distill", set(&c.context_distill)}}},
+        {"context_distill", set(&c.context_distill)},
+        {"context_distill_encoder", set(&c.context_distill_encoder)},
+        {"context_distill_fill", set(&c.context_distill_fill)}}},
       {"optim",
        {{"lr", set(&c.optim.lr)},
         {"min_lr", set(&c.optim.min_lr)},
@@ -241,6 +243,15 @@ void TrainConfig::validate(const std::string& source) const {
   if (query_embed_reg > 0 && stage != 2) bad("objective.query_embed_reg is a stage-2 option (set stage: 2)");
   if (!(context_distill >= 0)) bad("objective.context_distill must be >= 0 (0 = off), got " + std::to_string(context_distill));
   if (context_distill > 0 && stage != 2) bad("objective.context_distill is a stage-2 option (set stage: 2)");
+  if (!(context_distill_encoder >= 0))
+    bad("objective.context_distill_encoder must be >= 0 (0 = the decoder's states alone), got " +
+        std::to_string(context_distill_encoder));
+  if (context_distill_encoder > 0 && !(context_distill > 0))
+    bad("objective.context_distill_encoder weighs a part of context distillation; set objective.context_distill > 0 "
+        "too");
+  if (context_distill_fill && !(context_distill > 0))
+    bad("objective.context_distill_fill sets how context distillation's teacher reads; set objective.context_distill > "
+        "0 too");
   if (caption_positives && stage != 1) bad("objective.caption_positives is a stage-1 option (set stage: 1)");
   if (mode == TrainMode::kRetrieval && stage != 1) bad("objective.mode retrieval is a stage-1 fine-tuning (set stage: 1)");
   if (mode == TrainMode::kCaption && stage != 2) bad("objective.mode caption is a stage-2 fine-tuning (set stage: 2)");
@@ -280,7 +291,9 @@ std::string TrainConfig::to_yaml() const {
     << caption_positives << YAML::Key << "mode"
     << YAML::Value << train_mode_name(mode) << YAML::Key << "vqa_template" << YAML::Value << vqa_template << YAML::Key << "empty_prefix" << YAML::Value << empty_prefix
     << YAML::Key << "query_embed_reg" << YAML::Value << query_embed_reg << YAML::Key << "context_distill"
-    << YAML::Value << context_distill << YAML::EndMap;
+    << YAML::Value << context_distill << YAML::Key << "context_distill_encoder" << YAML::Value
+    << context_distill_encoder << YAML::Key << "context_distill_fill" << YAML::Value << context_distill_fill
+    << YAML::EndMap;
   e << YAML::Key << "optim" << YAML::Value << YAML::BeginMap << YAML::Key << "lr" << YAML::Value << optim.lr
     << YAML::Key << "min_lr" << YAML::Value << optim.min_lr << YAML::Key << "warmup_lr" << YAML::Value
     << optim.warmup_lr << YAML::Key << "warmup_steps" << YAML::Value << optim.warmup_steps << YAML::Key

@@ -70,6 +70,12 @@ struct TrainConfig {
   // Stage 2: weight of context distillation
   // (losses.h Stage2Text::context_distill; issue 11). 0 = off.
   double context_distill = 0;
+  // Stage 2, encoder-decoder LLM: weight of the encoder's share of it
+  // (losses.h Stage2Text::context_distill_encoder). 0 = the decoder's alone.
+  double context_distill_encoder = 0;
+  // Stage 2, encoder-decoder LLM: its teacher's context filled with zero
+  // vectors to the queries' count (losses.h Stage2Text::context_distill_fill).
+  bool context_distill_fill = false;
   bool itc = true, itm = true, itg = true;  // stage-1 ablations
   // Stage 1: pairs whose captions are the same text are positives for ITC and
   // never ITM negatives (a synthetic world where many images share a caption;

@@ -153,6 +153,14 @@ void Trainer::setup() {
     if (config_.lm_tokenizer.empty())
       throw ConfigError("stage 2 needs model.lm_tokenizer (the language model's tokenizer directory)");
     lm_tok_ = load_tokenizer(config_.lm_tokenizer);
+    if (model_->language_model && !model_->language_model->is_encoder_decoder()) {
+      if (config_.context_distill_encoder > 0)
+        throw ConfigError("objective.context_distill_encoder is for encoder-decoder LMs (T5); this model's LM is "
+                          "decoder-only, whose context distillation compares its text positions already: remove it");
+      if (config_.context_distill_fill)
+        throw ConfigError("objective.context_distill_fill is for encoder-decoder LMs (T5); this model's LM is "
+                          "decoder-only, whose teacher's context is always filled so: remove it");
+    }
     if (config_.mode == TrainMode::kVqa) {
       if (config_.qformer_tokenizer.empty())
         throw ConfigError("objective.mode vqa needs model.qformer_tokenizer: the question is given to the Q-Former");
@@ -218,6 +226,8 @@ std::map<std::string, torch::Tensor> Trainer::losses(const TrainBatch& batch) {
   text.empty_prefix = config_.empty_prefix;
   text.query_embed_reg = config_.query_embed_reg;
   text.context_distill = config_.context_distill;
+  text.context_distill_encoder = config_.context_distill_encoder;
+  text.context_distill_fill = config_.context_distill_fill;
   const auto vit = cached_vit_embeds(batch);
   const ImageInput image = vit.defined() ? ImageInput::features(vit) : ImageInput(batch.pixel_values);
   torch::Tensor lm;

@@ -209,13 +209,18 @@ TEST(Stage2LossTest, ContextDistanceIsZeroForTheCaptionsOwnContext) {
 // Context distillation for T5 (prefix LM): the teacher reads the caption's
 // tokens right before the encoder text (masked padding in front); zero when
 // the queries are exactly that, positive for another caption's; added to
-// the prefix-LM loss with its weight.
+// the prefix-LM loss with its weight. With an encoder weight the encoder's
+// states at the text positions count too: the queries here have two slots
+// more than the longest caption, so the student's text starts later than
+// the teacher's and a term that compared them at the same index would not
+// be zero for the captions' own context. With `fill` the teacher reads the
+// caption, then zero vectors up to the queries' count.
 TEST(Stage2LossTest, ContextDistanceForT5ComparesTheDecoderStates) {
   test::TempDir dir;
   auto tok = t5_tokenizer(dir);
   const std::vector<std::string> captions{"a red circle", "a small blue square above"};
   const auto rows = std::vector<std::vector<int64_t>>{tok->encode(captions[0], false), tok->encode(captions[1], false)};
-  const auto Q = static_cast<int64_t>(std::max(rows[0].size(), rows[1].size()));
+  const auto Q = static_cast<int64_t>(std::max(rows[0].size(), rows[1].size())) + 2;
   ASSERT_NE(rows[0].size(), rows[1].size());
   auto m = lm_model("t5", 5, Q);
   const auto& mc = m->config();
@@ -249,6 +254,35 @@ TEST(Stage2LossTest, ContextDistanceForT5ComparesTheDecoderStates) {
   EXPECT_GT(context_distance(lm, run(own.flip({0}), own_mask.flip({0})), mask, captions, *tok, pad, dec, where)
                 .item<double>(),
             1e-3);
+  EXPECT_NEAR(context_distance(lm, run(own, own_mask), mask, captions, *tok, pad, dec, where, 3.0).item<double>(),
+              0.0, 1e-6);
+  {
+    // The encoder's share: positive for another caption's context, and
+    // weighted linearly on top of the decoder's.
+    const auto swapped = run(own.flip({0}), own_mask.flip({0}));
+    auto d = [&](double w) {
+      return context_distance(lm, swapped, mask, captions, *tok, pad, dec, where, w).item<double>();
+    };
+    EXPECT_GT(d(1) - d(0), 1e-3);
+    EXPECT_NEAR(d(2) - d(0), 2 * (d(1) - d(0)), 1e-5);
+  }
+  {
+    // The filled teacher: each caption's tokens from the first slot, then zero
+    // vectors, every slot attended. Zero for exactly that context (both
+    // parts), not for the masked layout above.
+    auto filled = torch::zeros({2, Q, lm.hidden_size()});
+    for (int64_t b = 0; b < 2; ++b) {
+      const auto& r = rows[static_cast<size_t>(b)];
+      filled[b].slice(0, 0, static_cast<int64_t>(r.size())) =
+          lm.embed_tokens(torch::tensor(r, torch::kLong).unsqueeze(0)).squeeze(0);
+    }
+    const auto all = torch::ones({2, Q}, mask.options());
+    EXPECT_NEAR(context_distance(lm, run(filled, all), mask, captions, *tok, pad, dec, where, 1.0, true).item<double>(),
+                0.0, 1e-6);
+    EXPECT_GT(context_distance(lm, run(own, own_mask), mask, captions, *tok, pad, dec, where, 1.0, true).item<double>(),
+              1e-3);
+    EXPECT_GT(context_distance(lm, run(filled, all), mask, captions, *tok, pad, dec, where, 1.0).item<double>(), 1e-3);
+  }
   EXPECT_THROW_WITH(context_distance(lm, run(own, own_mask), mask, captions, *tok, pad), InputError,
                     "its decoder inputs");
   {
@@ -277,6 +311,29 @@ TEST(Stage2LossTest, ContextDistanceForT5ComparesTheDecoderStates) {
                        .item<double>();
   EXPECT_GT(d, 0.0);
   EXPECT_NEAR(with, plain + 0.5 * d, 1e-5);
+  text.context_distill_encoder = 2;
+  const double with_encoder = caption_lm_loss(*m, pixels, captions, text, gen).item<double>();
+  const double de = context_distance(lm, m->forward(pixels, eids, emask, cdec, true), emask, captions, *tok, pad,
+                                     cdec, clabels != -100, 2.0)
+                        .item<double>();
+  EXPECT_GT(de, d);
+  EXPECT_NEAR(with_encoder, plain + 0.5 * de, 1e-5);
+
+  EXPECT_THROW_WITH(
+      TrainConfig::from_yaml_string("stage: 2\nobjective:\n  context_distill: 1\n  context_distill_encoder: -1\n",
+                                    "s.yaml"),
+      ConfigError, "objective.context_distill_encoder must be >= 0");
+  EXPECT_THROW_WITH(TrainConfig::from_yaml_string("stage: 2\nobjective:\n  context_distill_encoder: 1\n", "s.yaml"),
+                    ConfigError, "set objective.context_distill > 0");
+  EXPECT_THROW_WITH(TrainConfig::from_yaml_string("stage: 2\nobjective:\n  context_distill_fill: true\n", "s.yaml"),
+                    ConfigError, "set objective.context_distill > 0");
+  EXPECT_TRUE(TrainConfig::from_yaml_string("stage: 2\nobjective:\n  context_distill: 1\n  context_distill_fill: true\n",
+                                            "s.yaml")
+                  .context_distill_fill);
+  EXPECT_EQ(TrainConfig::from_yaml_string("stage: 2\nobjective:\n  context_distill: 1\n  context_distill_encoder: 0.5\n",
+                                          "s.yaml")
+                .context_distill_encoder,
+            0.5);
 }
 
 }  // namespace
