@@ -11,6 +11,7 @@
 #include "blip2/data/tokenizer.h"
 #include "blip2/train/losses.h"
 #include "blip2/train/train_config.h"
+#include "blip2/train/trainer.h"
 #include "blip2/util/error.h"
 #include "e2e_util.h"
 #include "model_fixtures.h"
@@ -334,6 +335,29 @@ TEST(Stage2LossTest, ContextDistanceForT5ComparesTheDecoderStates) {
                                           "s.yaml")
                 .context_distill_encoder,
             0.5);
+}
+
+// The T5 teacher's two options are refused for a decoder-only LM (its
+// distillation already compares the text positions after a filled context)
+// and accepted for T5.
+TEST(Stage2LossTest, TheT5TeacherOptionsAreRefusedForADecoderOnlyLm) {
+  test::TempDir dir, t5_dir;
+  test::write_opt_tokenizer(dir.path());
+  t5_tokenizer(t5_dir);
+  TrainConfig c;
+  c.stage = 2;
+  c.context_distill = 1;
+  c.output_dir = dir.file("out");
+  for (const bool fill : {false, true}) {
+    c.context_distill_encoder = fill ? 0 : 0.5;
+    c.context_distill_fill = fill;
+    c.lm_tokenizer = dir.path();
+    EXPECT_THROW_WITH(Trainer(c, lm_model("opt", 1)), ConfigError,
+                      fill ? "objective.context_distill_fill is for encoder-decoder LMs"
+                           : "objective.context_distill_encoder is for encoder-decoder LMs");
+    c.lm_tokenizer = t5_dir.path();
+    EXPECT_NO_THROW(Trainer(c, lm_model("t5", 1)));
+  }
 }
 
 }  // namespace
