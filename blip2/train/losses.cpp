@@ -90,7 +90,7 @@ torch::Tensor hidden_state_distance(const std::vector<torch::Tensor>& student, c
 torch::Tensor context_distance(LanguageModel& lm, const Blip2ForwardOutput& f, const torch::Tensor& text_mask,
                                const std::vector<std::string>& captions, const Tokenizer& tok, int64_t pad,
                                const torch::Tensor& decoder_input_ids, const torch::Tensor& decoder_mask,
-                               double encoder_weight, bool fill) {
+                               double encoder_weight, bool fill, double slot_weight) {
   const bool enc_dec = lm.is_encoder_decoder();
   if ((enc_dec ? f.lm.decoder_hidden_states : f.lm.hidden_states).empty() ||
       (enc_dec && (!decoder_input_ids.defined() || !decoder_mask.defined())))
@@ -99,8 +99,14 @@ torch::Tensor context_distance(LanguageModel& lm, const Blip2ForwardOutput& f, c
   const int64_t Q = f.language_projection.size(1), B = static_cast<int64_t>(captions.size());
   nn::check_shape(text_mask, {B, f.inputs_embeds.size(1) - Q}, "context_distance", "text_mask",
                   "one row per caption, one column per text position after the queries");
+  if (enc_dec && slot_weight > 0 && !fill)
+    throw InputError("[stage2] context_distance compares the context slots only with the filled teacher (fill), "
+                     "whose context has the queries' width");
   const auto text = f.inputs_embeds.slice(1, Q).detach();
   const auto opts = torch::TensorOptions().dtype(torch::kFloat).device(text_mask.device());
+  // The Q context positions (query i against the teacher's slot i: caption
+  // token i or a zero filler), for slot_weight.
+  const auto slot_positions = torch::cat({torch::ones({B, Q}, opts), torch::zeros({B, text_mask.size(1)}, opts)}, 1);
   LMOutput teacher;  // computed without gradients; the distance has them (through f)
   if (!enc_dec) {
     // The caption's tokens, then zero vectors up to Q positions: the context
@@ -113,9 +119,12 @@ torch::Tensor context_distance(LanguageModel& lm, const Blip2ForwardOutput& f, c
       const auto context = lm.embed_tokens(slots.ids.to(text.device())).to(text.scalar_type()) * real;
       teacher = lm.forward(torch::cat({context, text}, 1), f.attention_mask, {}, true);
     }
-    const auto where = torch::cat({torch::zeros({B, Q}, opts), text_mask.to(torch::kFloat)}, 1) *
-                       slots.fits.to(opts.device()).unsqueeze(1);
-    return hidden_state_distance(f.lm.hidden_states, teacher.hidden_states, where);
+    const auto fits = slots.fits.to(opts).unsqueeze(1);
+    const auto where = torch::cat({torch::zeros({B, Q}, opts), text_mask.to(torch::kFloat)}, 1) * fits;
+    auto d = hidden_state_distance(f.lm.hidden_states, teacher.hidden_states, where);
+    if (slot_weight > 0)
+      d = d + slot_weight * hidden_state_distance(f.lm.hidden_states, teacher.hidden_states, slot_positions * fits);
+    return d;
   }
   // Encoder-decoder (relative positions): the caption's tokens, as many as
   // it has, right before the text; the context slot is padded (masked) in
@@ -137,9 +146,12 @@ torch::Tensor context_distance(LanguageModel& lm, const Blip2ForwardOutput& f, c
     teacher = lm.forward(torch::cat({context, text}, 1), mask, decoder_input_ids, true);
   }
   const auto fits = fill ? slots.fits.to(opts).unsqueeze(1) : torch::ones({B, 1}, opts);
-  const auto decoder = hidden_state_distance(f.lm.decoder_hidden_states, teacher.decoder_hidden_states,
-                                             decoder_mask.to(opts) * fits);
-  if (encoder_weight <= 0) return decoder;
+  auto d = hidden_state_distance(f.lm.decoder_hidden_states, teacher.decoder_hidden_states,
+                                 decoder_mask.to(opts) * fits);
+  if (slot_weight > 0)
+    d = d + slot_weight * hidden_state_distance(f.lm.encoder_hidden_states, teacher.encoder_hidden_states,
+                                                slot_positions * fits);
+  if (encoder_weight <= 0) return d;
   // The encoder's states at the text positions (the prompt and prefix after
   // the context, as a question sits after it at VQA): the student's text
   // starts after its Q queries, the teacher's after its context slot.
@@ -149,9 +161,8 @@ torch::Tensor context_distance(LanguageModel& lm, const Blip2ForwardOutput& f, c
     for (const auto& h : hs) out.push_back(h.slice(1, from));
     return out;
   };
-  return decoder + encoder_weight * hidden_state_distance(tail(f.lm.encoder_hidden_states, Q),
-                                                          tail(teacher.encoder_hidden_states, W),
-                                                          text_mask.to(opts) * fits);
+  return d + encoder_weight * hidden_state_distance(tail(f.lm.encoder_hidden_states, Q),
+                                                    tail(teacher.encoder_hidden_states, W), text_mask.to(opts) * fits);
 }
 
 namespace {
@@ -174,7 +185,8 @@ torch::Tensor decoder_only_caption_loss(Blip2ModelImpl& model, const ImageInput&
                       query_embedding_distance(*model.language_model, f.language_projection, tok.vocab_size());
   if (distill)
     loss = loss + text.context_distill *
-                      context_distance(*model.language_model, f, mask, captions, tok, lm_pad_id(model, text));
+                      context_distance(*model.language_model, f, mask, captions, tok, lm_pad_id(model, text), {}, {},
+                                       0, false, text.context_distill_slots);
   return loss;
 }
 
@@ -205,7 +217,7 @@ torch::Tensor prefix_lm_loss(Blip2ModelImpl& model, const ImageInput& image,
   return cross_entropy(f.lm.logits, labels, 0.0) +
          text.context_distill * context_distance(*model.language_model, f, mask, captions, *text.tokenizer, pad, dec,
                                                  labels != -100, text.context_distill_encoder,
-                                                 text.context_distill_fill);
+                                                 text.context_distill_fill, text.context_distill_slots);
 }
 
 }  // namespace

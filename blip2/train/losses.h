@@ -76,6 +76,14 @@ struct Stage2Text {
   // --context-fill-to`), instead of the caption's tokens alone; captions
   // longer than the queries are left out. Decoder-only LMs' teacher is always so.
   bool context_distill_fill = false;
+  // With context_distill > 0: + this weight times the same distance at the
+  // context positions, query i against the teacher's slot i (caption token i
+  // or a zero filler): the LM's layers (the encoder's for encoder-decoder,
+  // which needs context_distill_fill) see each query as that slot. Our
+  // addition: the queries take the caption's place token by token, so every
+  // path through the LM (a question's included) reads them as it reads the
+  // caption. 0 = off.
+  double context_distill_slots = 0;
 };
 
 // How far the projected queries (B, Q, D) lie from the LM's input
@@ -98,11 +106,14 @@ torch::Tensor query_embedding_distance(LanguageModel& lm, const torch::Tensor& q
 // the decoder inputs). Encoder-decoder with encoder_weight > 0: + that
 // weight times the same distance over the encoder's layers at the text
 // positions (text_mask); with `fill`, the teacher's context as
-// Stage2Text::context_distill_fill describes.
+// Stage2Text::context_distill_fill describes. slot_weight > 0: + that
+// weight times the distance at the Q context positions (the decoder-only
+// LM's layers, or the encoder's, which needs `fill`: InputError without), as
+// Stage2Text::context_distill_slots describes.
 torch::Tensor context_distance(LanguageModel& lm, const Blip2ForwardOutput& f, const torch::Tensor& text_mask,
                                const std::vector<std::string>& captions, const Tokenizer& tok, int64_t pad,
                                const torch::Tensor& decoder_input_ids = {}, const torch::Tensor& decoder_mask = {},
-                               double encoder_weight = 0, bool fill = false);
+                               double encoder_weight = 0, bool fill = false, double slot_weight = 0);
 
 // The image-to-text objective of stage 2 (paper Sec. 3.3), for the model's
 // LM family. Decoder-only: prompt + caption + "\n"; BOS, prompt and pads are

@@ -110,7 +110,8 @@ std::map<std::string, std::map<std::string, Setter>> schema(TrainConfig& c) {
         {"query_embed_reg", set(&c.query_embed_reg)},
         {"context_distill", set(&c.context_distill)},
         {"context_distill_encoder", set(&c.context_distill_encoder)},
-        {"context_distill_fill", set(&c.context_distill_fill)}}},
+        {"context_distill_fill", set(&c.context_distill_fill)},
+        {"context_distill_slots", set(&c.context_distill_slots)}}},
       {"optim",
        {{"lr", set(&c.optim.lr)},
         {"min_lr", set(&c.optim.min_lr)},
@@ -249,6 +250,11 @@ void TrainConfig::validate(const std::string& source) const {
   if (context_distill_encoder > 0 && !(context_distill > 0))
     bad("objective.context_distill_encoder weighs a part of context distillation; set objective.context_distill > 0 "
         "too");
+  if (!(context_distill_slots >= 0))
+    bad("objective.context_distill_slots must be >= 0 (0 = off), got " + std::to_string(context_distill_slots));
+  if (context_distill_slots > 0 && !(context_distill > 0))
+    bad("objective.context_distill_slots weighs a part of context distillation; set objective.context_distill > 0 "
+        "too");
   if (context_distill_fill && !(context_distill > 0))
     bad("objective.context_distill_fill sets how context distillation's teacher reads; set objective.context_distill > "
         "0 too");
@@ -293,7 +299,7 @@ std::string TrainConfig::to_yaml() const {
     << YAML::Key << "query_embed_reg" << YAML::Value << query_embed_reg << YAML::Key << "context_distill"
     << YAML::Value << context_distill << YAML::Key << "context_distill_encoder" << YAML::Value
     << context_distill_encoder << YAML::Key << "context_distill_fill" << YAML::Value << context_distill_fill
-    << YAML::EndMap;
+    << YAML::Key << "context_distill_slots" << YAML::Value << context_distill_slots << YAML::EndMap;
   e << YAML::Key << "optim" << YAML::Value << YAML::BeginMap << YAML::Key << "lr" << YAML::Value << optim.lr
     << YAML::Key << "min_lr" << YAML::Value << optim.min_lr << YAML::Key << "warmup_lr" << YAML::Value
     << optim.warmup_lr << YAML::Key << "warmup_steps" << YAML::Value << optim.warmup_steps << YAML::Key

@@ -76,6 +76,10 @@ struct TrainConfig {
   // Stage 2, encoder-decoder LLM: its teacher's context filled with zero
   // vectors to the queries' count (losses.h Stage2Text::context_distill_fill).
   bool context_distill_fill = false;
+  // Stage 2: weight of its share at the context positions, query against the
+  // caption's slot (losses.h Stage2Text::context_distill_slots; T5 needs
+  // context_distill_fill). 0 = off.
+  double context_distill_slots = 0;
   bool itc = true, itm = true, itg = true;  // stage-1 ablations
   // Stage 1: pairs whose captions are the same text are positives for ITC and
   // never ITM negatives (a synthetic world where many images share a caption;

@@ -160,6 +160,9 @@ void Trainer::setup() {
       if (config_.context_distill_fill)
         throw ConfigError("objective.context_distill_fill is for encoder-decoder LMs (T5); this model's LM is "
                           "decoder-only, whose teacher's context is always filled so: remove it");
+    } else if (model_->language_model && config_.context_distill_slots > 0 && !config_.context_distill_fill) {
+      throw ConfigError("objective.context_distill_slots compares each query with the caption's slot, which for an "
+                        "encoder-decoder LM (T5) needs the filled teacher: set objective.context_distill_fill: true");
     }
     if (config_.mode == TrainMode::kVqa) {
       if (config_.qformer_tokenizer.empty())
@@ -228,6 +231,7 @@ std::map<std::string, torch::Tensor> Trainer::losses(const TrainBatch& batch) {
   text.context_distill = config_.context_distill;
   text.context_distill_encoder = config_.context_distill_encoder;
   text.context_distill_fill = config_.context_distill_fill;
+  text.context_distill_slots = config_.context_distill_slots;
   const auto vit = cached_vit_embeds(batch);
   const ImageInput image = vit.defined() ? ImageInput::features(vit) : ImageInput(batch.pixel_values);
   torch::Tensor lm;

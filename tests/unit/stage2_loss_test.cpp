@@ -172,6 +172,14 @@ TEST(Stage2LossTest, ContextDistanceIsZeroForTheCaptionsOwnContext) {
     // The other caption's context: the text after it is read differently.
     const auto swapped = torch::cat({own.slice(0, 1, 2), own.slice(0, 0, 1), own.slice(0, 2)}, 0);
     EXPECT_GT(context_distance(lm, run(swapped), mask, captions, *tok, pad).item<double>(), 1e-3);
+    // The context slots' share: zero for the captions' own slots, linear in
+    // its weight on top of the text positions' distance for another's.
+    auto slots = [&](const torch::Tensor& queries, double w) {
+      return context_distance(lm, run(queries), mask, captions, *tok, pad, {}, {}, 0, false, w).item<double>();
+    };
+    EXPECT_NEAR(slots(own, 2.0), 0.0, 1e-6);
+    EXPECT_GT(slots(swapped, 1) - slots(swapped, 0), 1e-3);
+    EXPECT_NEAR(slots(swapped, 2) - slots(swapped, 0), 2 * (slots(swapped, 1) - slots(swapped, 0)), 1e-5);
   }
 
   auto q = (0.05 * torch::randn({3, Q, lm.hidden_size()})).requires_grad_(true);
@@ -283,6 +291,19 @@ TEST(Stage2LossTest, ContextDistanceForT5ComparesTheDecoderStates) {
     EXPECT_GT(context_distance(lm, run(own, own_mask), mask, captions, *tok, pad, dec, where, 1.0, true).item<double>(),
               1e-3);
     EXPECT_GT(context_distance(lm, run(filled, all), mask, captions, *tok, pad, dec, where, 1.0).item<double>(), 1e-3);
+    // The context slots' share (the encoder's states at the Q query
+    // positions): zero for the filled context; a change to one zero filler
+    // slot alone shows in it, more than in the decoder's states.
+    auto slots = [&](const torch::Tensor& queries, double w) {
+      return context_distance(lm, run(queries, all), mask, captions, *tok, pad, dec, where, 0, true, w).item<double>();
+    };
+    EXPECT_NEAR(slots(filled, 2.0), 0.0, 1e-6);
+    auto moved = filled.clone();
+    moved[0][Q - 1] = lm.embed_tokens(torch::tensor({rows[0][0]}, torch::kLong).unsqueeze(0)).squeeze(0).squeeze(0);
+    EXPECT_GT(slots(moved, 1) - slots(moved, 0), 1e-4);
+    EXPECT_NEAR(slots(moved, 3) - slots(moved, 0), 3 * (slots(moved, 1) - slots(moved, 0)), 1e-5);
+    EXPECT_THROW_WITH(context_distance(lm, run(filled, all), mask, captions, *tok, pad, dec, where, 0, false, 1.0),
+                      InputError, "only with the filled teacher");
   }
   EXPECT_THROW_WITH(context_distance(lm, run(own, own_mask), mask, captions, *tok, pad), InputError,
                     "its decoder inputs");
@@ -328,6 +349,16 @@ TEST(Stage2LossTest, ContextDistanceForT5ComparesTheDecoderStates) {
                     ConfigError, "set objective.context_distill > 0");
   EXPECT_THROW_WITH(TrainConfig::from_yaml_string("stage: 2\nobjective:\n  context_distill_fill: true\n", "s.yaml"),
                     ConfigError, "set objective.context_distill > 0");
+  EXPECT_THROW_WITH(
+      TrainConfig::from_yaml_string("stage: 2\nobjective:\n  context_distill: 1\n  context_distill_slots: -1\n",
+                                    "s.yaml"),
+      ConfigError, "objective.context_distill_slots must be >= 0");
+  EXPECT_THROW_WITH(TrainConfig::from_yaml_string("stage: 2\nobjective:\n  context_distill_slots: 1\n", "s.yaml"),
+                    ConfigError, "set objective.context_distill > 0");
+  EXPECT_EQ(TrainConfig::from_yaml_string("stage: 2\nobjective:\n  context_distill: 1\n  context_distill_slots: 0.5\n",
+                                          "s.yaml")
+                .context_distill_slots,
+            0.5);
   EXPECT_TRUE(TrainConfig::from_yaml_string("stage: 2\nobjective:\n  context_distill: 1\n  context_distill_fill: true\n",
                                             "s.yaml")
                   .context_distill_fill);
@@ -339,8 +370,9 @@ TEST(Stage2LossTest, ContextDistanceForT5ComparesTheDecoderStates) {
 
 // The T5 teacher's two options are refused for a decoder-only LM (its
 // distillation already compares the text positions after a filled context)
-// and accepted for T5.
-TEST(Stage2LossTest, TheT5TeacherOptionsAreRefusedForADecoderOnlyLm) {
+// and accepted for T5; the context slots' share is accepted for both, for T5
+// only with the filled teacher.
+TEST(Stage2LossTest, EachLmFamilyRefusesTheTeacherOptionsItCannotUse) {
   test::TempDir dir, t5_dir;
   test::write_opt_tokenizer(dir.path());
   t5_tokenizer(t5_dir);
@@ -358,6 +390,19 @@ TEST(Stage2LossTest, TheT5TeacherOptionsAreRefusedForADecoderOnlyLm) {
     c.lm_tokenizer = t5_dir.path();
     EXPECT_NO_THROW(Trainer(c, lm_model("t5", 1)));
   }
+  // The context slots' share: either family, T5 only with the filled teacher.
+  c.context_distill_encoder = 0;
+  c.context_distill_slots = 1;
+  for (const bool fill : {false, true}) {
+    c.context_distill_fill = fill;
+    if (fill)
+      EXPECT_NO_THROW(Trainer(c, lm_model("t5", 1)));
+    else
+      EXPECT_THROW_WITH(Trainer(c, lm_model("t5", 1)), ConfigError, "set objective.context_distill_fill: true");
+  }
+  c.context_distill_fill = false;
+  c.lm_tokenizer = dir.path();
+  EXPECT_NO_THROW(Trainer(c, lm_model("opt", 1)));
 }
 
 }  // namespace
