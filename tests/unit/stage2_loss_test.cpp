@@ -301,6 +301,18 @@ TEST(Stage2LossTest, ContextDistanceForT5ComparesTheDecoderStates) {
     auto moved = filled.clone();
     moved[0][Q - 1] = lm.embed_tokens(torch::tensor({rows[0][0]}, torch::kLong).unsqueeze(0)).squeeze(0).squeeze(0);
     EXPECT_GT(slots(moved, 1) - slots(moved, 0), 1e-4);
+    {
+      // By hand: over the encoder's layers, the squared distance at the Q
+      // query positions over the teacher's squared norm there.
+      const auto student = run(moved, all).lm.encoder_hidden_states, teacher = run(filled, all).lm.encoder_hidden_states;
+      double expected = 0;
+      for (size_t l = 1; l < student.size(); ++l) {
+        const auto s = student[l].slice(1, 0, Q), t = teacher[l].slice(1, 0, Q);
+        expected += ((s - t).pow(2).mean(-1).sum() / t.pow(2).mean(-1).sum()).item<double>();
+      }
+      expected /= static_cast<double>(student.size() - 1);
+      EXPECT_NEAR(slots(moved, 1) - slots(moved, 0), expected, 1e-5);
+    }
     EXPECT_NEAR(slots(moved, 3) - slots(moved, 0), 3 * (slots(moved, 1) - slots(moved, 0)), 1e-5);
     EXPECT_THROW_WITH(context_distance(lm, run(filled, all), mask, captions, *tok, pad, dec, where, 0, false, 1.0),
                       InputError, "only with the filled teacher");
