@@ -136,12 +136,12 @@ TEST(TrainShapesTest, QuickRecipeFromAnExistingStage1BundlesOnlyWhatItTrained) {
 
   // LM_REPEAT: the LMs read their corpora with those question kinds weighted; the tokenizers the plain ones.
   // The T5's own settings: a BPE sentencepiece tokenizer, 32 buckets, context distillation in stage 2
-  // (with its encoder share and the filled teacher),
+  // (with its encoder share, the filled teacher and the context slots' share),
   // and a second pretraining (with context noise) from the first.
   auto [status, out] = run(env + bundled_qformer + " ABLATIONS=0 T5_LM_LR=0.001 T5_LM_CONTEXT= " +
                            "LM_REPEAT=\"color_of_shape=3 exists=2\" S2_SEED=8 T5_SPM_MODEL=bpe T5_VOCAB=300 " +
                            "T5_BUCKETS=\"32 128\" T5_CONTEXT_DISTILL=0.5 T5_CONTEXT_DISTILL_ENCODER=0.25 " +
-                           "T5_CONTEXT_DISTILL_FILL=1 T5_LM_THEN=\"12 0.0004\" " +
+                           "T5_CONTEXT_DISTILL_FILL=1 T5_CONTEXT_DISTILL_SLOTS=2 T5_LM_THEN=\"12 0.0004\" " +
                            "T5_LM_THEN_CONTEXT=\"--context-noise 0.5\" " + src + "/scripts/train_shapes " +
                            dir.file("out"));
   ASSERT_EQ(status, 0) << out;
@@ -168,6 +168,7 @@ TEST(TrainShapesTest, QuickRecipeFromAnExistingStage1BundlesOnlyWhatItTrained) {
   EXPECT_NE(yaml.str().find("context_distill: 0.5"), std::string::npos) << yaml.str();
   EXPECT_NE(yaml.str().find("context_distill_encoder: 0.25\n"), std::string::npos) << yaml.str();
   EXPECT_NE(yaml.str().find("context_distill_fill: true\n"), std::string::npos) << yaml.str();
+  EXPECT_NE(yaml.str().find("context_distill_slots: 2\n"), std::string::npos) << yaml.str();
   std::stringstream opt_yaml;
   opt_yaml << std::ifstream(dir.file("out/stage2_opt.yaml")).rdbuf();
   EXPECT_EQ(opt_yaml.str().find("context_distill"), std::string::npos) << opt_yaml.str();
