@@ -207,6 +207,13 @@ TEST(Stage2LossTest, ContextDistanceIsZeroForTheCaptionsOwnContext) {
                        .item<double>();
   EXPECT_GT(d, 0.0);
   EXPECT_NEAR(with, plain + 0.5 * d, 1e-5);
+  text.context_distill_slots = 1.5;
+  const double with_slots = caption_lm_loss(*m, pixels, captions, text, gen).item<double>();
+  const double ds = context_distance(lm, m->forward(pixels, cids, cmask, {}, true), cmask, captions, *tok, pad, {}, {},
+                                     0, false, 1.5)
+                        .item<double>();
+  EXPECT_GT(ds, d);
+  EXPECT_NEAR(with_slots, plain + 0.5 * ds, 1e-5);
 
   EXPECT_THROW_WITH(TrainConfig::from_yaml_string("stage: 2\nobjective:\n  context_distill: -1\n", "s.yaml"),
                     ConfigError, "objective.context_distill must be >= 0");
@@ -293,7 +300,7 @@ TEST(Stage2LossTest, ContextDistanceForT5ComparesTheDecoderStates) {
     EXPECT_GT(context_distance(lm, run(filled, all), mask, captions, *tok, pad, dec, where, 1.0).item<double>(), 1e-3);
     // The context slots' share (the encoder's states at the Q query
     // positions): zero for the filled context; a change to one zero filler
-    // slot alone shows in it, more than in the decoder's states.
+    // slot alone shows in it, as its definition computed by hand says.
     auto slots = [&](const torch::Tensor& queries, double w) {
       return context_distance(lm, run(queries, all), mask, captions, *tok, pad, dec, where, 0, true, w).item<double>();
     };
@@ -352,6 +359,16 @@ TEST(Stage2LossTest, ContextDistanceForT5ComparesTheDecoderStates) {
                         .item<double>();
   EXPECT_GT(de, d);
   EXPECT_NEAR(with_encoder, plain + 0.5 * de, 1e-5);
+  text.context_distill_fill = true;
+  text.context_distill_slots = 1.5;
+  const double with_slots = caption_lm_loss(*m, pixels, captions, text, gen).item<double>();
+  const double ds = context_distance(lm, m->forward(pixels, eids, emask, cdec, true), emask, captions, *tok, pad,
+                                     cdec, clabels != -100, 2.0, true, 1.5)
+                        .item<double>();
+  EXPECT_GT(ds, context_distance(lm, m->forward(pixels, eids, emask, cdec, true), emask, captions, *tok, pad, cdec,
+                                 clabels != -100, 2.0, true)
+                    .item<double>());
+  EXPECT_NEAR(with_slots, plain + 0.5 * ds, 1e-5);
 
   EXPECT_THROW_WITH(
       TrainConfig::from_yaml_string("stage: 2\nobjective:\n  context_distill: 1\n  context_distill_encoder: -1\n",
