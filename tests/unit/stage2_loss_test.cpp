@@ -39,6 +39,20 @@ std::unique_ptr<Tokenizer> t5_tokenizer(const test::TempDir& dir) {
   return load_tokenizer(dir.path());
 }
 
+// The context slots' share of context_distance written out: over the
+// layers (entries 1.. of the hidden states), the squared distance of the
+// student to the teacher at the first Q positions of the rows in `rows`,
+// over the teacher's squared norm there.
+double slot_share_by_hand(const std::vector<torch::Tensor>& student, const std::vector<torch::Tensor>& teacher,
+                          int64_t Q, int64_t rows) {
+  double total = 0;
+  for (size_t l = 1; l < student.size(); ++l) {
+    const auto s = student[l].slice(0, 0, rows).slice(1, 0, Q), t = teacher[l].slice(0, 0, rows).slice(1, 0, Q);
+    total += ((s - t).pow(2).mean(-1).sum() / t.pow(2).mean(-1).sum()).item<double>();
+  }
+  return total / static_cast<double>(student.size() - 1);
+}
+
 // A tiny BLIP-2 with its language model (vocabulary 100), random weights
 // drawn with `seed`, in eval mode; queries > 0 sets the number of queries.
 Blip2Model lm_model(const std::string& lm, uint64_t seed, int64_t queries = 0) {
@@ -180,6 +194,10 @@ TEST(Stage2LossTest, ContextDistanceIsZeroForTheCaptionsOwnContext) {
     EXPECT_NEAR(slots(own, 2.0), 0.0, 1e-6);
     EXPECT_GT(slots(swapped, 1) - slots(swapped, 0), 1e-3);
     EXPECT_NEAR(slots(swapped, 2) - slots(swapped, 0), 2 * (slots(swapped, 1) - slots(swapped, 0)), 1e-5);
+    // By hand, at the Q query positions of the two rows whose captions fit
+    // (the teacher: the captions' own slots).
+    EXPECT_NEAR(slots(swapped, 1) - slots(swapped, 0),
+                slot_share_by_hand(run(swapped).lm.hidden_states, run(own).lm.hidden_states, Q, 2), 1e-5);
   }
 
   auto q = (0.05 * torch::randn({3, Q, lm.hidden_size()})).requires_grad_(true);
@@ -308,18 +326,11 @@ TEST(Stage2LossTest, ContextDistanceForT5ComparesTheDecoderStates) {
     auto moved = filled.clone();
     moved[0][Q - 1] = lm.embed_tokens(torch::tensor({rows[0][0]}, torch::kLong).unsqueeze(0)).squeeze(0).squeeze(0);
     EXPECT_GT(slots(moved, 1) - slots(moved, 0), 1e-4);
-    {
-      // By hand: over the encoder's layers, the squared distance at the Q
-      // query positions over the teacher's squared norm there.
-      const auto student = run(moved, all).lm.encoder_hidden_states, teacher = run(filled, all).lm.encoder_hidden_states;
-      double expected = 0;
-      for (size_t l = 1; l < student.size(); ++l) {
-        const auto s = student[l].slice(1, 0, Q), t = teacher[l].slice(1, 0, Q);
-        expected += ((s - t).pow(2).mean(-1).sum() / t.pow(2).mean(-1).sum()).item<double>();
-      }
-      expected /= static_cast<double>(student.size() - 1);
-      EXPECT_NEAR(slots(moved, 1) - slots(moved, 0), expected, 1e-5);
-    }
+    // By hand, over the encoder's layers at the Q query positions.
+    EXPECT_NEAR(slots(moved, 1) - slots(moved, 0),
+                slot_share_by_hand(run(moved, all).lm.encoder_hidden_states,
+                                   run(filled, all).lm.encoder_hidden_states, Q, 2),
+                1e-5);
     EXPECT_NEAR(slots(moved, 3) - slots(moved, 0), 3 * (slots(moved, 1) - slots(moved, 0)), 1e-5);
     EXPECT_THROW_WITH(context_distance(lm, run(filled, all), mask, captions, *tok, pad, dec, where, 0, false, 1.0),
                       InputError, "only with the filled teacher");
